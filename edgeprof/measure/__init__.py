@@ -1,0 +1,1 @@
+"""Measurement: warm-up detection, statistics, diagnoses and the profiling loop."""

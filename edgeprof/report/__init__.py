@@ -1,0 +1,1 @@
+"""Renderers of result records: terminal tables now; plots and HTML build on the same records."""

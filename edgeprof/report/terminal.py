@@ -1,0 +1,77 @@
+"""Terminal tables (rich) for result records."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from ..units import fmt_bytes, fmt_seconds
+
+
+def terminal_console() -> Console:
+    """A console for stdout; logs and pipes get a wide page instead of rich's 80 columns."""
+    c = Console()
+    return c if c.is_terminal else Console(width=140)
+
+
+def _ci(stats: dict[str, Any], key: str) -> str:
+    """``6.31 us ±0.4%``: the estimate and the half-width of its 95 % CI, relative."""
+    value = stats[f"{key}_s"]
+    lo, hi = stats.get(f"{key}_ci_s") or (value, value)
+    half = max(hi - value, value - lo) / value if value > 0 else 0.0
+    return f"{fmt_seconds(value, compact=True)}±{half:.1%}"
+
+
+def latency_table(records: Iterable[dict[str, Any]]) -> Table:
+    t = Table(title="latency per call (p50, p99 ± half-width of the 95 % bootstrap CI)",
+              title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("model", overflow="fold", min_width=12)
+    for col in ("thr", "b", "p50", "p90", "p99", "n", "first", "RSS", "size"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for r in records:
+        if r.get("kind") != "latency":
+            continue
+        s, m = r["stats"], r["model"]
+        t.add_row(m["name"], str(r["threads"]), str(r["batch"]), _ci(s, "p50"),
+                  fmt_seconds(s["p90_s"], compact=True), _ci(s, "p99"), str(s["n"]),
+                  fmt_seconds(r.get("first_inference_s"), compact=True),
+                  fmt_bytes(r.get("peak_rss_bytes"), compact=True),
+                  fmt_bytes(m["model_bytes"], compact=True))
+    return t
+
+
+def op_table(rec: dict[str, Any], top: int = 10) -> Table | None:
+    ops = rec.get("op_profile")
+    if not ops:
+        return None
+    t = Table(title=f"operator time: {rec['model']['name']} t={rec['threads']} b={rec['batch']}",
+              title_justify="left")
+    if not ops.get("available"):
+        t.add_column("unavailable")
+        t.add_row(ops.get("reason", ""))
+        return t
+    per_op = ops["per_op"]
+    total = sum(v["total_s"] for v in per_op.values()) or 1.0
+    runs = ops.get("runs", 1)
+    for col in ("op type", "per inference", "share", "calls/inference"):
+        t.add_column(col, justify="left" if col == "op type" else "right")
+    for op, v in sorted(per_op.items(), key=lambda kv: -kv[1]["total_s"])[:top]:
+        t.add_row(op, fmt_seconds(v["total_s"] / runs), f"{v['total_s'] / total:.1%}",
+                  f"{v['calls'] / runs:.3g}")
+    return t
+
+
+def print_records(records: list[dict[str, Any]], console: Console) -> None:
+    lat = [r for r in records if r.get("kind") == "latency"]
+    if lat:
+        console.print(latency_table(lat))
+    for r in lat:
+        for w in r.get("warnings", []):
+            console.print(f"  [yellow]warning[/] {r['model']['name']} t={r['threads']} "
+                          f"b={r['batch']}: {w['message']}", highlight=False)
+    for r in lat:
+        t = op_table(r)
+        if t is not None:
+            console.print(t)

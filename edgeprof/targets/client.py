@@ -1,0 +1,170 @@
+"""The host's side of the worker protocol, over any line transport (a local pipe, an SSH channel)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from ..errors import WorkerError
+
+WORKER_PATH = Path(__file__).with_name("worker.py")
+
+
+class Transport(Protocol):
+    def write_line(self, line: str) -> None: ...
+    def read_line(self) -> str: ...
+    def stderr_tail(self) -> str: ...
+    def kill(self) -> None: ...
+
+
+class SubprocessTransport:
+    """The worker as a local child process; its stderr goes to a temp file kept for diagnosis."""
+
+    def __init__(self, python: str | None = None, env: dict[str, str] | None = None,
+                 preexec: Callable[[], None] | None = None):
+        self._err = tempfile.TemporaryFile(mode="w+b")
+        child_env = dict(os.environ, **(env or {}))
+        child_env.setdefault("PYTHONUNBUFFERED", "1")
+        try:
+            self.proc = subprocess.Popen(
+                [python or sys.executable, "-u", str(WORKER_PATH)], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=self._err, env=child_env, preexec_fn=preexec,
+                text=True, bufsize=1, start_new_session=True)
+        except OSError as exc:
+            raise WorkerError(f"cannot start the worker with {python or sys.executable}: {exc}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def write_line(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def read_line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline()
+
+    def stderr_tail(self, n_bytes: int = 4000) -> str:
+        try:
+            self._err.seek(0, os.SEEK_END)
+            size = self._err.tell()
+            self._err.seek(max(0, size - n_bytes))
+            return self._err.read().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return ""
+
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass
+        self._err.close()
+
+
+def _death_reason(transport: Transport) -> str:
+    rc = getattr(transport, "returncode", lambda: None)()
+    tail = transport.stderr_tail().strip().splitlines()
+    last = tail[-1].strip() if tail else ""
+    if rc is not None and rc < 0:
+        import signal
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        why = f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    elif rc == 137:
+        why = "killed (exit 137: out of memory?)"
+    elif rc is not None:
+        why = f"exited with status {rc}"
+    else:
+        why = "closed its output"
+    return why + (f": {last}" if last else "")
+
+
+class WorkerClient:
+    """Sends one request at a time and waits for its reply; progress replies go to ``on_progress``."""
+
+    def __init__(self, transport: Transport, label: str = "worker"):
+        self.transport = transport
+        self.label = label
+        self._next_id = 0
+        self.closed = False
+        hello = self._read()
+        if hello.get("hello") != "edgeprof-worker":
+            raise WorkerError(f"{label}: unexpected greeting from the worker: {hello}")
+        self.hello = hello
+
+    def _read(self) -> dict[str, Any]:
+        line = self.transport.read_line()
+        if not line:
+            self.closed = True
+            raise WorkerError(f"{self.label}: the worker {_death_reason(self.transport)}")
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            raise WorkerError(f"{self.label}: the worker sent a malformed reply: {line[:200]!r}")
+
+    def request(self, cmd: str, on_progress: Callable[[dict], None] | None = None,
+                **args: Any) -> dict[str, Any]:
+        if self.closed:
+            raise WorkerError(f"{self.label}: the worker is closed")
+        self._next_id += 1
+        rid = self._next_id
+        try:
+            self.transport.write_line(json.dumps(dict(args, cmd=cmd, id=rid)))
+        except (BrokenPipeError, OSError):
+            self.closed = True
+            raise WorkerError(f"{self.label}: the worker {_death_reason(self.transport)}")
+        while True:
+            reply = self._read()
+            if reply.get("status") == "progress":
+                if on_progress:
+                    on_progress(reply)
+                continue
+            if reply.get("id") != rid:
+                raise WorkerError(f"{self.label}: reply out of order ({reply.get('id')} != {rid})")
+            if reply.get("status") == "error":
+                raise WorkerError(f"{self.label}: {reply.get('error', 'unknown error')}")
+            return reply
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self.request("close")
+            except WorkerError:
+                pass
+        self.closed = True
+        self.transport.kill()
+
+    def __enter__(self) -> "WorkerClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_local_worker(label: str = "local", python: str | None = None,
+                       env: dict[str, str] | None = None) -> WorkerClient:
+    transport = SubprocessTransport(python=python, env=env)
+    try:
+        return WorkerClient(transport, label=label)
+    except WorkerError:
+        transport.kill()
+        raise

@@ -1,0 +1,88 @@
+"""Tiny real ONNX models built with onnx.helper, for tests and benchmarks (no fixtures needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+def mlp(path: Path, dim: int = 64, layers: int = 2, batch: int | str = "N", seed: int = 0) -> Path:
+    """x[batch, dim] -> (MatMul + Relu) * layers -> y[batch, dim]."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, prev = [], [], "x"
+    for i in range(layers):
+        w = (rng.standard_normal((dim, dim)) / np.sqrt(dim)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]))
+        out = "y" if i == layers - 1 else f"r{i}"
+        nodes.append(helper.make_node("Relu", [f"m{i}"], [out]))
+        prev = out
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, dim])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, dim])], inits)
+    return _save(helper.make_model(graph, opset_imports=OPSET), path)
+
+
+def tiny_cnn(path: Path, channels: int = 1, size: int = 8, classes: int = 3,
+             batch: int | str = "N", seed: int = 0) -> Path:
+    """NCHW image classifier: Conv3x3 -> Relu -> GlobalAveragePool -> Flatten -> Gemm."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((4, channels, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    fw = rng.standard_normal((classes, 4)).astype(np.float32)
+    fb = rng.standard_normal(classes).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], transB=1),
+    ]
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (fw, "fw"), (fb, "fb"))]
+    graph = helper.make_graph(
+        nodes, "tiny_cnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, channels, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])], inits)
+    return _save(helper.make_model(graph, opset_imports=OPSET), path)
+
+
+def dynamic_dims(path: Path) -> Path:
+    """x[N, L] -> Relu: the length L cannot be guessed."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "dyn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "L"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "L"])])
+    return _save(helper.make_model(graph, opset_imports=OPSET), path)
+
+
+def unsupported_op(path: Path) -> Path:
+    """A node in a custom domain that no runtime implements."""
+    graph = helper.make_graph(
+        [helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example.edgeprof")], "unsup",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=OPSET + [helper.make_opsetid("com.example.edgeprof", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(path))  # the checker would reject the unknown op: that is the point
+    return Path(path)
+
+
+def two_inputs(path: Path) -> Path:
+    """a[N,4] + b[N,4] -> y: a model with several inputs (one npz key per input)."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])], "two",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    return _save(helper.make_model(graph, opset_imports=OPSET), path)
