@@ -42,9 +42,11 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from .demo import demo
     from .profile import profile
 
     cli.add_command(profile)
+    cli.add_command(demo)
     try:
         from .corrupt import corrupt
         cli.add_command(corrupt)

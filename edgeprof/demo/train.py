@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import io
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -206,7 +208,8 @@ def train(data, epochs: int, seed: int, batch_size: int, lr: float, threads: int
     return model, time.perf_counter() - t0
 
 
-def export_onnx(model, path: Path) -> None:
+def export_onnx(model, f) -> None:
+    """Export to ``f`` (a path or a binary file object)."""
     import torch
 
     model.eval()
@@ -217,7 +220,7 @@ def export_onnx(model, path: Path) -> None:
         torch.onnx.export(
             model,
             (dummy,),
-            str(path),
+            str(f) if isinstance(f, (str, Path)) else f,
             dynamo=False,
             opset_version=17,
             input_names=["input"],
@@ -259,12 +262,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path`` (no half-written files)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, then rename (no half-written files)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        write(Path(tmp))
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; shipped files must be world-readable
         os.replace(tmp, path)
     except BaseException:
@@ -273,16 +276,32 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def _save_npz(path: Path, x: np.ndarray, y: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object keeps numpy from appending ".npz"
-            np.savez_compressed(f, x=x, y=y)
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """An ``np.savez_compressed``-compatible archive with fixed member timestamps, so the same
+    arrays always give the same bytes (and the same sha256)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+    return buf.getvalue()
 
-    _atomic(path, write)
+
+def torch_bytes(obj) -> bytes:
+    """``torch.save`` into memory (a file path would leak its temporary name into the archive)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 
-def _save_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def onnx_bytes(model) -> bytes:
+    buf = io.BytesIO()
+    export_onnx(model, buf)
+    return buf.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,12 +343,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"test accuracy (10k): {test_acc:.4f}   eval.npz accuracy: {eval_acc:.4f}   train {train_s:.1f} s")
 
     paths = {k: out / name for k, name in FILE_NAMES.items()}
-    _atomic(paths["pt"], lambda tmp: torch.save(model.state_dict(), tmp))
-    _atomic(paths["onnx"], lambda tmp: export_onnx(model, tmp))
-    _save_npz(paths["eval"], eval_x, eval_y)
-    _save_npz(paths["calib"], data["train_x"][calib_idx], data["train_y"][calib_idx])
-    _save_npz(paths["train_subset"], data["train_x"][train_idx], data["train_y"][train_idx])
-    _save_text(paths["preprocess"], PREPROCESS_TOML)
+    _write_bytes(paths["pt"], torch_bytes(model.state_dict()))
+    _write_bytes(paths["onnx"], onnx_bytes(model))
+    _write_bytes(paths["eval"], npz_bytes(x=eval_x, y=eval_y))
+    _write_bytes(paths["calib"], npz_bytes(x=data["train_x"][calib_idx], y=data["train_y"][calib_idx]))
+    _write_bytes(
+        paths["train_subset"], npz_bytes(x=data["train_x"][train_idx], y=data["train_y"][train_idx])
+    )
+    _write_bytes(paths["preprocess"], PREPROCESS_TOML.encode("utf-8"))
 
     parity = onnx_parity(paths["onnx"], model, eval_x)
     onnx_eval_acc = float(np.mean(parity.pop("ort_logits").argmax(1) == eval_y))
@@ -389,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         "class_names": list(CLASS_NAMES),
         "files": files,
     }
-    _save_text(paths["json"], json.dumps(info, indent=2) + "\n")
+    _write_bytes(paths["json"], (json.dumps(info, indent=2) + "\n").encode("utf-8"))
     total = sum(f["bytes"] for f in files.values()) + paths["json"].stat().st_size
     print(f"wrote {len(files) + 1} files to {out} ({total / 1e6:.2f} MB)")
     return 0

@@ -19,6 +19,7 @@ from .stats import summarize
 from .warmup import is_settled, window_for
 
 Progress = Callable[[str, float], None]
+MIN_ROUNDS = 5
 
 
 class Target(Protocol):
@@ -194,12 +195,7 @@ class Profiler:
             for r in list(pending):
                 recent = r.samples[-r.rounds[-1]:] if r.rounds else r.warmup[-5:]
                 est = sorted(recent)[len(recent) // 2] if recent else 1e-3
-                remaining_runs = s.max_runs - len(r.samples)
-                want_time = max(0.0, s.min_time_s - sum(r.samples))
-                want_runs = max(0, s.min_runs - len(r.samples))
-                n = int(min(s.round_s, max(want_time, 1e-9)) / max(est, 1e-9))
-                n = max(1, min(max(n, min(want_runs, int(s.round_s / max(est, 1e-9)) or 1)),
-                               remaining_runs))
+                n = self._round_size(r, est)
                 io = min(50, max(5, n)) if not r.rounds and r.load.get("runtime") != "onnxruntime" else 0
                 try:
                     got = self._round(r, n, io_runs=io)
@@ -215,11 +211,20 @@ class Profiler:
                     rec = self._latency_record(r)
                     self.store.append(rec)
                     records.append(rec)
-            done = sum(min(1.0, max(sum(r.samples) / target_s,
-                                    len(r.samples) / max(1, s.min_runs) if s.min_time_s == 0 else 0))
+            done = sum(1.0 if r not in pending else
+                       min(0.99, max(sum(r.samples) / target_s, len(r.samples) / s.max_runs))
                        for r in live)
             label = pending[0].label if pending else "finishing"
             self.progress(f"measuring {label}", 0.2 + 0.75 * done / max(1, len(live)))
+
+    def _round_size(self, r: _Run, est_s: float) -> int:
+        """Runs in the next round: about ``round_s`` of work (less when ``min_time`` is short),
+        never more than 1/MIN_ROUNDS of ``max_runs``, so every configuration is measured over
+        several interleaved rounds."""
+        s = self.s
+        per_round_s = min(s.round_s, max(s.min_time_s / MIN_ROUNDS, 1e-3))
+        cap = min(max(1, -(-s.max_runs // MIN_ROUNDS)), s.max_runs - len(r.samples))
+        return max(1, min(int(per_round_s / max(est_s, 1e-9)), cap))
 
     def _op_profile(self, r: _Run) -> None:
         """Operator times from a separate profiling session, run and closed before measuring,

@@ -570,8 +570,9 @@ def open_runtime(path, runtime, threads, op_profile=False):
 # Inputs
 # --------------------------------------------------------------------------------------------
 
-def resolve_shape(inp, overrides, batch):
-    """Concrete input shape: the model's, with ``--shape`` overrides and batch on a dynamic dim 0."""
+def resolve_shape(inp, overrides, batch, flexible_batch=False):
+    """Concrete input shape: the model's, with ``--shape`` overrides and the batch on dim 0.
+    A fixed batch differing from ``batch`` is an error unless the runtime can resize or loop."""
     name, shape = inp["name"], list(inp["shape"])
     if name in overrides:
         given = [int(d) for d in overrides[name]]
@@ -584,6 +585,12 @@ def resolve_shape(inp, overrides, batch):
                                   % (name, "x".join(map(str, given)), _fmt_shape(shape)))
         return given
     if shape and not isinstance(shape[0], int):
+        shape[0] = int(batch)
+    elif shape and shape[0] != int(batch):
+        if not flexible_batch:
+            raise WorkerFault("input '%s' has a fixed batch of %d, so batch %d cannot run; "
+                              "export the model with a dynamic batch dimension"
+                              % (name, shape[0], int(batch)))
         shape[0] = int(batch)
     dynamic = [i for i, d in enumerate(shape) if not isinstance(d, int)]
     if dynamic:
@@ -647,7 +654,8 @@ def prepare_feeds(rt, raw, spec, shapes):
             s["dtype"] = "float32"
         x = apply_input_spec(raw[name], s)
         want = shapes[name]
-        if list(x.shape[1:]) != list(want[1:]):
+        if len(x.shape) != len(want) or any(
+                isinstance(w, int) and w != h for w, h in zip(want[1:], x.shape[1:])):
             raise WorkerFault("data for input '%s' has shape %s after preprocessing (%s layout) "
                               "but the model expects %s" % (
                                   name, _fmt_shape(list(x.shape)), s.get("layout") or "no",
@@ -677,7 +685,9 @@ class Worker:
         session_s = time.perf_counter() - t0
         rss_loaded, _ = memory_bytes()
         batch = int(req.get("batch", 1))
-        shapes = {i["name"]: resolve_shape(i, req.get("shapes") or {}, batch) for i in rt.inputs}
+        flexible = isinstance(rt, LiteRtRuntime)
+        shapes = {i["name"]: resolve_shape(i, req.get("shapes") or {}, batch, flexible)
+                  for i in rt.inputs}
         src = req.get("inputs") or {"synthetic": {"seed": 0}}
         if "npz" in src:
             start = int(src.get("start", 0))
@@ -746,31 +756,25 @@ class Worker:
         if n == 0:
             raise WorkerFault("predict got no rows")
         spec = req.get("spec") or {}
-        model_batch = [i["shape"][0] for i in rt.inputs]
-        fixed = any(isinstance(b, int) for b in model_batch) and isinstance(rt, LiteRtRuntime)
         step = int(req.get("batch", 64))
         outs = []
         for s in range(0, n, step):
             chunk = {k: v[s:s + step] for k, v in raw.items()}
             m = min(len(v) for v in chunk.values())
-            shapes = {i["name"]: [m] + [d for d in i["shape"][1:]] for i in rt.inputs}
-            for i in rt.inputs:
-                if any(d is None for d in shapes[i["name"]][1:]):
-                    shapes[i["name"]] = None
-            feeds = prepare_feeds(rt, chunk, spec, {k: (v or [m] + list(chunk[k].shape[1:]))
-                                                   for k, v in shapes.items()})
-            if isinstance(rt, LiteRtRuntime) and (fixed and not rt.resize(
-                    {k: list(v.shape) for k, v in feeds.items()})):
-                rows = []
+            feeds = prepare_feeds(rt, chunk, spec, {i["name"]: [m] + list(i["shape"][1:])
+                                                   for i in rt.inputs})
+            if isinstance(rt, LiteRtRuntime) and not rt.resize(
+                    {k: list(v.shape) for k, v in feeds.items()}):
+                # a model that refuses other batch sizes runs one sample at a time
                 rt.resize({k: [1] + list(v.shape[1:]) for k, v in feeds.items()})
-                for r in range(m):
-                    rows.append(rt.run({k: v[r:r + 1] for k, v in feeds.items()}))
+                rows = [rt.run({k: v[r:r + 1] for k, v in feeds.items()}) for r in range(m)]
                 res = [np.concatenate([row[j] for row in rows]) for j in range(len(rt.outputs))]
             else:
-                if isinstance(rt, LiteRtRuntime):
-                    rt.resize({k: list(v.shape) for k, v in feeds.items()})
-                res = rt.run(feeds)
+                res = [np.array(o, copy=True) for o in rt.run(feeds)]
             outs.append(res)
+        if isinstance(rt, LiteRtRuntime):  # back to the shapes that `round` times
+            rt.resize({k: list(v.shape) for k, v in rt.feeds.items()})
+            rt.set_inputs(rt.feeds)
         merged = [np.concatenate([o[j] for o in outs]) for j in range(len(rt.outputs))]
         return {"outputs": {o["name"]: encode_array(a) for o, a in zip(rt.outputs, merged)}}
 

@@ -1,0 +1,38 @@
+# edgeprof: `make demo` and `make test` work on a fresh machine (they set up what they need).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+BOARD  := .venv-board
+
+.PHONY: setup board-env demo test bench clean
+
+setup: $(VENV)/.installed
+
+# torch==2.13.0 first: on these machines that pin is a CPU build on disk; an open range would
+# pull a multi-GB CUDA build (see ../shared/docs/stack-notes.md).
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev,torch]'
+	touch $@
+
+# A minimal "board" interpreter: only numpy 1.26 and the runtimes, like a Raspberry Pi image.
+# The tests run the worker in it to prove the worker is self-contained.
+board-env: $(BOARD)/.installed
+$(BOARD)/.installed:
+	test -x $(BOARD)/bin/python || $(PYTHON) -m venv $(BOARD)
+	$(BOARD)/bin/python -m pip install -q "numpy==1.26.*" onnxruntime ai-edge-litert
+	touch $@
+
+demo: setup
+	$(BIN)/edgeprof demo
+
+test: setup board-env
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(BOARD) .pytest_cache build *.egg-info

@@ -1,0 +1,59 @@
+"""Accuracy of a model on labelled data, computed from outputs the worker returns."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..data import Dataset
+from ..errors import InputError
+from ..inputspec import InputSpec, worker_spec
+from ..models import ModelRef
+from ..results import new_record
+from ..targets.client import WorkerClient
+from ..targets.worker import decode_array
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (good at accuracies near 0 or 1)."""
+    from scipy import stats
+
+    if n == 0:
+        return 0.0, 1.0
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def predict(worker: WorkerClient, npz_path: str, n: int, spec: InputSpec | None,
+            raw_dtype: str, batch: int = 64) -> np.ndarray:
+    """First output of the model for rows [0, n) of an npz file, as float32 (N, ...)."""
+    out = worker.request("predict", npz=npz_path, start=0, stop=n, batch=batch,
+                         spec=worker_spec(spec, raw_dtype))
+    return decode_array(next(iter(out["outputs"].values()))).astype(np.float32)
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
+        raise InputError(f"model output shape {logits.shape} does not match {labels.shape[0]} labels")
+    if labels.max(initial=0) >= logits.shape[1] or labels.min(initial=0) < 0:
+        raise InputError(f"labels range {labels.min()}..{labels.max()} but the model has "
+                         f"{logits.shape[1]} classes")
+    k = int((logits.argmax(axis=1) == labels).sum())
+    n = int(labels.shape[0])
+    lo, hi = wilson_interval(k, n)
+    return {"n": n, "correct": k, "accuracy": k / n, "accuracy_ci": [lo, hi]}
+
+
+def accuracy_record(model: ModelRef, target: str, threads: int, data: Dataset,
+                    logits: np.ndarray) -> dict[str, Any]:
+    if data.y is None:
+        raise InputError(f"{data.path}: has no labels 'y'; accuracy needs them")
+    res = top1(logits, data.y[: len(logits)])
+    return new_record("accuracy", variant_id=model.sha256, target=target, threads=threads,
+                      batch=None, data_sha256=data.sha256,
+                      model={"name": model.name, "path": str(model.path), "format": model.format,
+                             "model_bytes": model.model_bytes, "zlib_bytes": model.zlib_bytes},
+                      **res)

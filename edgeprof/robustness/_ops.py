@@ -1,0 +1,342 @@
+"""Vectorised image operations behind the corruptions (float32, NHWC batches).
+
+Every function here works on a whole batch at once; the reference code does the same work one image at
+a time with OpenCV, scikit-image, ImageMagick or PIL. Boundary modes are named as in scipy.ndimage:
+``nearest`` (edge pixel repeated, OpenCV BORDER_REPLICATE), ``reflect`` (``dcba|abcd``, half-sample
+symmetric) and ``mirror`` (``dcb|abcd``, OpenCV BORDER_REFLECT_101, the OpenCV default).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+F32 = np.float32
+
+
+# ---------------------------------------------------------------------------------------------------
+# index mapping for boundary modes
+
+
+def fold_index(idx: np.ndarray, n: int, mode: str) -> np.ndarray:
+    """Map integer indices (any range) into ``[0, n)`` according to a boundary mode."""
+    idx = np.asarray(idx)
+    if n == 1:
+        return np.zeros_like(idx)
+    if mode == "nearest":
+        return np.clip(idx, 0, n - 1)
+    if mode == "reflect":
+        period = 2 * n
+        r = np.mod(idx, period)
+        return np.where(r < n, r, period - 1 - r)
+    if mode == "mirror":
+        period = 2 * n - 2
+        r = np.mod(idx, period)
+        return np.where(r < n, r, period - r)
+    raise ValueError(f"unknown boundary mode {mode!r}")
+
+
+def filter_matrix(n: int, weights: np.ndarray, mode: str) -> np.ndarray:
+    """Dense (n, n) matrix of a centred 1-D correlation with the boundary mode folded in.
+
+    ``(M @ v)[i] == sum_t weights[t] * v[fold(i + t - r)]`` with ``r = len(weights) // 2``; kernels
+    longer than the signal (elastic's sigma of 170 px on a 224 px image) fold several times, exactly
+    as scipy.ndimage does.
+    """
+    r = len(weights) // 2
+    rows = np.repeat(np.arange(n), len(weights))
+    cols = fold_index(np.arange(n)[:, None] + np.arange(-r, len(weights) - r)[None, :], n, mode).ravel()
+    m = np.zeros((n, n), dtype=np.float64)
+    np.add.at(m, (rows, cols), np.tile(np.asarray(weights, dtype=np.float64), n))
+    return m
+
+
+def gaussian_weights(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """scipy.ndimage's Gaussian kernel (radius ``int(truncate * sigma + 0.5)``), normalised."""
+    radius = int(truncate * float(sigma) + 0.5)
+    if sigma <= 0 or radius == 0:
+        return np.ones(1)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (x / sigma) ** 2)
+    return w / w.sum()
+
+
+def gaussian_filter(x: np.ndarray, sigma: float, mode: str = "nearest", truncate: float = 4.0,
+                    axes: tuple[int, int] = (1, 2)) -> np.ndarray:
+    """Separable Gaussian blur of a batch over two spatial axes (scikit-image's ``gaussian``).
+
+    Short kernels use scipy's correlate1d; kernels longer than ~a third of the side become one dense
+    filter matrix per axis (a matrix product, faster than hundreds of taps).
+    """
+    from scipy.ndimage import correlate1d
+
+    w = gaussian_weights(sigma, truncate)
+    out = np.asarray(x, dtype=F32)
+    if len(w) == 1:
+        return out.copy()
+    for ax in axes:
+        n = out.shape[ax]
+        if len(w) > max(n // 3, 33):
+            m = filter_matrix(n, w, mode).astype(F32)
+            out = np.moveaxis(np.tensordot(m, np.moveaxis(out, ax, 0), axes=(1, 0)), 0, ax)
+        else:
+            out = correlate1d(out, w.astype(F32), axis=ax, mode=mode)
+    return np.ascontiguousarray(out, dtype=F32)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2-D correlation through the FFT (shared or per-image kernels)
+
+
+def correlate2d(x: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
+    """``out[n, i, j, c] = sum_{a,b} k[a, b] * x[n, fold(i + a - ra), fold(j + b - rb), c]``.
+
+    ``kernel`` is (kh, kw) for the whole batch or (N, kh, kw) per image; odd sizes. Computed with a
+    batched FFT on the padded batch, so its cost does not grow with the kernel's size.
+    """
+    from scipy import fft as sfft
+    from scipy.signal import fftconvolve
+
+    k = np.asarray(kernel, dtype=F32)
+    if k.ndim == 2:
+        k = k[None]
+    kh, kw = k.shape[1:]
+    rh, rw = kh // 2, kw // 2
+    n, h, w, _ = x.shape
+    rows = fold_index(np.arange(-rh, h + rh), h, mode)
+    cols = fold_index(np.arange(-rw, w + rw), w, mode)
+    xp = x[:, rows][:, :, cols]
+    # convolution with the flipped kernel is correlation with the kernel
+    kf = np.ascontiguousarray(k[:, ::-1, ::-1, None])
+    with sfft.set_workers(2):
+        out = fftconvolve(xp, kf, mode="valid", axes=(1, 2))
+    return out.astype(F32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# kernels
+
+
+def disk_kernel(radius: float, alias_blur: float, supersample: int = 8) -> np.ndarray:
+    """Anti-aliased disk: each tap is the fraction of its pixel inside the circle, then a small Gaussian.
+
+    The reference samples the disk at pixel centres (``x^2 + y^2 <= r^2``) and blurs it with a 3x3
+    (r <= 8) or 5x5 Gaussian of sigma ``alias_blur``. Sampling by pixel coverage instead keeps the
+    kernel a smooth function of the radius, which matters once the radius is scaled below a few
+    pixels (a point-sampled disk jumps from one tap to five at r = 1).
+    """
+    r = max(float(radius), 1e-6)
+    half = int(math.ceil(r + 0.5))
+    ss = (np.arange(supersample) + 0.5) / supersample - 0.5
+    grid = np.arange(-half, half + 1)
+    fine = (grid[:, None] + ss[None, :]).ravel()
+    inside = (fine[:, None] ** 2 + fine[None, :] ** 2) <= r * r
+    k = inside.reshape(2 * half + 1, supersample, 2 * half + 1, supersample).mean(axis=(1, 3))
+    k = k / k.sum()
+    ksize = 3 if radius <= 8 else 5
+    if alias_blur > 0:
+        g = np.exp(-0.5 * (np.arange(ksize) - ksize // 2) ** 2 / alias_blur ** 2)
+        g /= g.sum()
+        k = np.pad(k, ksize // 2)
+        from scipy.ndimage import convolve1d
+        k = convolve1d(convolve1d(k, g, axis=0, mode="constant"), g, axis=1, mode="constant")
+    return (k / k.sum()).astype(F32)
+
+
+def motion_kernels(radius: float, sigma: float, angles_deg: np.ndarray, max_extent: tuple[int, int]
+                   ) -> np.ndarray:
+    """Per-image motion-blur kernels, ImageMagick's MotionBlurImage as reimplemented by imagecorruptions.
+
+    Tap i (0 <= i < 2*radius+1) has the one-sided Gaussian weight ``exp(-i^2 / 2 sigma^2)`` and reads
+    the pixel at offset ``(ceil(i sin a - 0.5), ceil(i cos a - 0.5))``; taps whose shift reaches the
+    image size are dropped (the reference's ``break``). Returns (N, 2R+1, 2R+1) correlation kernels.
+    """
+    width = 2 * int(round(radius)) + 1
+    sig = max(float(sigma), 1e-3)
+    i = np.arange(width, dtype=np.float64)
+    weights = np.exp(-i ** 2 / (2 * sig ** 2))
+    weights /= weights.sum()
+    a = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
+    oy = np.ceil(i[None, :] * np.sin(a)[:, None] - 0.5).astype(np.int64)
+    ox = np.ceil(i[None, :] * np.cos(a)[:, None] - 0.5).astype(np.int64)
+    # the reference stops at the first tap whose shift reaches the image border
+    ok = np.cumprod((np.abs(oy) < max_extent[0]) & (np.abs(ox) < max_extent[1]), axis=1).astype(bool)
+    r = width - 1
+    k = np.zeros((len(a), 2 * r + 1, 2 * r + 1), dtype=np.float64)
+    n_idx = np.repeat(np.arange(len(a)), width)
+    np.add.at(k, (n_idx, (oy + r).ravel(), (ox + r).ravel()), (weights[None, :] * ok).ravel())
+    return k.astype(F32)
+
+
+# ---------------------------------------------------------------------------------------------------
+# resampling
+
+
+def _zoom_axis_plan(n: int, z: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices and weights of the reference's ``clipped_zoom`` along one axis.
+
+    Centre crop of ``ceil(n / z)`` pixels, scipy.ndimage.zoom(order=1) to ``round(ch * z)`` (scipy's
+    corner-aligned coordinates ``o * (ch - 1) / (out - 1)``), then the centred ``n`` pixels (the
+    ImageNet-C script trims the centre; imagecorruptions keeps the top-left, at most one pixel off).
+    """
+    ch = int(math.ceil(n / z))
+    top = (n - ch) // 2
+    out_len = int(round(ch * z))
+    trim = (out_len - n) // 2
+    o = np.arange(trim, trim + n, dtype=np.float64)
+    coord = o * (ch - 1) / (out_len - 1) if out_len > 1 else np.zeros(n)
+    i0 = np.floor(coord).astype(np.int64)
+    frac = coord - i0
+    i1 = np.minimum(i0 + 1, ch - 1)
+    return top + i0, top + i1, frac.astype(F32)
+
+
+def clipped_zoom(x: np.ndarray, z: float) -> np.ndarray:
+    """Zoom a batch (N, H, W, ...) into its centre by ``z`` (bilinear), keeping the size."""
+    h, w = x.shape[1], x.shape[2]
+    a0, a1, fa = _zoom_axis_plan(h, z)
+    b0, b1, fb = _zoom_axis_plan(w, z)
+    extra = (1,) * (x.ndim - 2)
+    top, bot = x[:, a0], x[:, a1]
+    y = top + (bot - top) * fa.reshape((1, h) + extra)
+    left, right = y[:, :, b0], y[:, :, b1]
+    return left + (right - left) * fb.reshape((1, 1, w) + extra[1:])
+
+
+def remap_bilinear(x: np.ndarray, src_y: np.ndarray, src_x: np.ndarray, mode: str) -> np.ndarray:
+    """Sample a batch (N, H, W, C) at per-image coordinates (N, H, W) with bilinear interpolation.
+
+    Matches scipy.ndimage.map_coordinates(order=1) for ``reflect`` and OpenCV's remap/warpAffine
+    (INTER_LINEAR) for ``mirror`` = BORDER_REFLECT_101.
+    """
+    n, h, w, c = x.shape
+    y0 = np.floor(src_y)
+    x0 = np.floor(src_x)
+    fy = (src_y - y0).astype(F32)[..., None]
+    fx = (src_x - x0).astype(F32)[..., None]
+    y0 = y0.astype(np.int64)
+    x0 = x0.astype(np.int64)
+    ya, yb = fold_index(y0, h, mode), fold_index(y0 + 1, h, mode)
+    xa, xb = fold_index(x0, w, mode), fold_index(x0 + 1, w, mode)
+    base = (np.arange(n) * h * w).reshape(n, 1, 1)
+    flat = x.reshape(n * h * w, c)
+    top = flat[base + ya * w + xa] * (1 - fx) + flat[base + ya * w + xb] * fx
+    bot = flat[base + yb * w + xa] * (1 - fx) + flat[base + yb * w + xb] * fx
+    return top * (1 - fy) + bot * fy
+
+
+@functools.lru_cache(maxsize=64)
+def resize_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) resampling matrix: area average when shrinking, bilinear when enlarging."""
+    if n_out == n_in:
+        return np.eye(n_out, dtype=F32)
+    m = np.zeros((n_out, n_in), dtype=np.float64)
+    if n_out < n_in:
+        edges = np.arange(n_out + 1) * (n_in / n_out)
+        for i in range(n_out):
+            lo, hi = edges[i], edges[i + 1]
+            j = np.arange(int(math.floor(lo)), min(int(math.ceil(hi)), n_in))
+            m[i, j] = np.minimum(j + 1, hi) - np.maximum(j, lo)
+    else:
+        coord = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        j0 = np.floor(coord).astype(int)
+        j1 = np.minimum(j0 + 1, n_in - 1)
+        np.add.at(m, (np.arange(n_out), j0), 1 - (coord - j0))
+        np.add.at(m, (np.arange(n_out), j1), coord - j0)
+    m /= m.sum(axis=1, keepdims=True)
+    return m.astype(F32)
+
+
+def resize_layers(layers: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Resize a batch of layers (N, h0, w0) or (N, h0, w0, C) to (h, w) with resize_matrix."""
+    h0, w0 = layers.shape[1], layers.shape[2]
+    if (h0, w0) == (h, w):
+        return layers
+    out = np.tensordot(resize_matrix(h, h0), layers, axes=(1, 1))  # (h, N, w0, ...)
+    out = np.tensordot(resize_matrix(w, w0), out, axes=(1, 2))  # (w, h, N, ...)
+    out = np.moveaxis(np.moveaxis(out, 2, 0), 1, 2)  # (N, w, h) -> (N, h, w)
+    return np.ascontiguousarray(out, dtype=F32)
+
+
+def pil_box_bounds(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Input range [lo, hi) that PIL's BOX filter averages for each output pixel (down-scaling).
+
+    PIL centres output pixel i at ``(i + 0.5) * scale`` and keeps the input pixels whose centres fall
+    within half a scale of it (the box ``(-0.5, 0.5]``), all with weight 1.
+    """
+    scale = n_in / n_out
+    i = np.arange(n_out)
+    centre = (i + 0.5) * scale
+    support = 0.5 * scale
+    xmin = np.maximum((centre - support + 0.5).astype(np.int64), 0)
+    xmax = np.minimum((centre + support + 0.5).astype(np.int64), n_in)
+    j = np.arange(n_in)
+    # weight of input j: box((j - centre + 0.5) * (1 / scale)), box(t) = 1 for -0.5 < t <= 0.5
+    t = (j[None, :] - centre[:, None] + 0.5) * (1.0 / scale)
+    inside = (t > -0.5) & (t <= 0.5) & (j[None, :] >= xmin[:, None]) & (j[None, :] < xmax[:, None])
+    lo = np.argmax(inside, axis=1)
+    hi = n_in - np.argmax(inside[:, ::-1], axis=1)
+    return lo, hi
+
+
+def box_pixelate_axis(x: np.ndarray, axis: int, n_small: int) -> np.ndarray:
+    """PIL ``resize(BOX)`` down to ``n_small`` then ``resize(NEAREST)`` back up, along one axis."""
+    n = x.shape[axis]
+    lo, hi = pil_box_bounds(n, n_small)
+    cs = np.cumsum(x, axis=axis, dtype=F32)
+    zero = np.zeros_like(np.take(cs, [0], axis=axis))
+    cs = np.concatenate([zero, cs], axis=axis)
+    shape = [1] * x.ndim
+    shape[axis] = n_small
+    small = (np.take(cs, hi, axis=axis) - np.take(cs, lo, axis=axis)) / (hi - lo).reshape(shape)
+    # PIL's NEAREST walks the source coordinate by repeated addition; cumsum repeats its rounding
+    step = np.full(n, n_small / n)
+    step[0] = 0.5 * n_small / n
+    up = np.cumsum(step).astype(np.int64)
+    return np.take(small, np.minimum(up, n_small - 1), axis=axis)
+
+
+# ---------------------------------------------------------------------------------------------------
+# colour
+
+
+GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=F32)  # OpenCV's RGB2GRAY
+
+
+def rgb_to_gray(x: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) -> (N, H, W, 1) luma with OpenCV's weights."""
+    return np.tensordot(x, GRAY_WEIGHTS, axes=(3, 0))[..., None].astype(F32)
+
+
+# ---------------------------------------------------------------------------------------------------
+# fractal noise
+
+
+def plasma_fractal(rng: np.random.Generator, n: int, mapsize: int, wibbledecay: float) -> np.ndarray:
+    """Diamond-square height maps, (n, mapsize, mapsize) in [0, 1], as ImageNet-C's fog uses them."""
+    if mapsize & (mapsize - 1):
+        raise ValueError("mapsize must be a power of two")
+    a = np.zeros((n, mapsize, mapsize), dtype=np.float64)
+    step = mapsize
+    wibble = 100.0
+
+    def wibbled(arr: np.ndarray) -> np.ndarray:
+        return arr / 4 + wibble * rng.uniform(-wibble, wibble, arr.shape)
+
+    while step >= 2:
+        half = step // 2
+        corners = a[:, 0:mapsize:step, 0:mapsize:step]
+        acc = corners + np.roll(corners, -1, axis=1)
+        acc = acc + np.roll(acc, -1, axis=2)
+        a[:, half:mapsize:step, half:mapsize:step] = wibbled(acc)
+        dr = a[:, half:mapsize:step, half:mapsize:step]
+        ul = a[:, 0:mapsize:step, 0:mapsize:step]
+        lt = dr + np.roll(dr, 1, axis=1) + ul + np.roll(ul, -1, axis=2)
+        a[:, 0:mapsize:step, half:mapsize:step] = wibbled(lt)
+        tt = dr + np.roll(dr, 1, axis=2) + ul + np.roll(ul, -1, axis=1)
+        a[:, half:mapsize:step, 0:mapsize:step] = wibbled(tt)
+        step //= 2
+        wibble /= wibbledecay
+    a -= a.min(axis=(1, 2), keepdims=True)
+    return (a / a.max(axis=(1, 2), keepdims=True)).astype(F32)

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from edgeprof.measure.stats import outliers, summarize
+
+
+def test_percentiles_match_numpy_and_known_values():
+    x = np.arange(1, 101, dtype=float) * 1e-3  # 1..100 ms
+    s = summarize(x)
+    assert s["n"] == 100
+    assert s["min_s"] == pytest.approx(1e-3) and s["max_s"] == pytest.approx(0.1)
+    assert s["p50_s"] == pytest.approx(np.percentile(x, 50))
+    assert s["p90_s"] == pytest.approx(np.percentile(x, 90))
+    assert s["p99_s"] == pytest.approx(np.percentile(x, 99))
+    assert s["mean_s"] == pytest.approx(0.0505)
+    assert s["stdev_s"] == pytest.approx(np.std(x, ddof=1))
+    assert s["iqr_s"] == pytest.approx(np.percentile(x, 75) - np.percentile(x, 25))
+    lo, hi = s["p50_ci_s"]
+    assert lo <= s["p50_s"] <= hi and lo < hi
+
+
+def test_median_ci_covers_the_true_median_about_95_percent_of_the_time():
+    # log-normal latencies with a known median exp(mu); 120 independent experiments
+    mu, sigma, trials = np.log(2e-3), 0.3, 120
+    rng = np.random.default_rng(42)
+    covered = 0
+    for t in range(trials):
+        x = rng.lognormal(mu, sigma, 200)
+        lo, hi = summarize(x, n_resamples=400, seed=t)["p50_ci_s"]
+        covered += lo <= np.exp(mu) <= hi
+    # binomial(120, 0.95): 0.88 .. 0.995 holds with overwhelming probability;
+    # a broken interval (zero width, or wrong percentile) falls far outside
+    assert 0.88 <= covered / trials <= 0.995
+
+
+def test_p99_ci_is_wider_than_p50_ci_for_a_long_tail():
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(np.log(1e-3), 0.5, 1000)
+    s = summarize(x)
+    w50 = s["p50_ci_s"][1] - s["p50_ci_s"][0]
+    w99 = s["p99_ci_s"][1] - s["p99_ci_s"][0]
+    assert w99 > 3 * w50
+
+
+def test_constant_samples_have_a_zero_width_interval():
+    s = summarize([1e-3] * 30)
+    assert s["p50_ci_s"] == [1e-3, 1e-3] and s["iqr_s"] == 0.0
+
+
+def test_empty_samples_are_refused():
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_outliers_flags_injected_spikes_only():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.99e-3, 1.01e-3, 500)  # bounded noise: no sample is an outlier by itself
+    x[[10, 200, 450]] = 5e-3
+    assert sorted(outliers(x).tolist()) == [10, 200, 450]
