@@ -51,4 +51,5 @@ def image_data(tmp_path_factory) -> Path:
     return d / "gray.npz"
 
 
-FAST = ["--min-time", "0.05s", "--min-runs", "20", "--warmup-max-time", "0.5s", "-q"]
+FAST = ["--min-time", "0.05s", "--min-runs", "20", "--warmup-max-time", "0.5s", "--cold-starts", "0",
+        "-q"]

@@ -43,10 +43,12 @@ def cli() -> None:
 
 def _register() -> None:
     from .demo import demo
+    from .inspect_cmd import inspect_cmd
     from .profile import profile
 
     cli.add_command(profile)
     cli.add_command(demo)
+    cli.add_command(inspect_cmd)
     try:
         from .corrupt import corrupt
         cli.add_command(corrupt)

@@ -22,6 +22,8 @@ import click
 @click.option("--runtime", type=click.Choice(["auto", "onnxruntime", "litert"]), default="auto",
               show_default=True)
 @click.option("--op-profile", is_flag=True, help="Per-operator-type time (separate session).")
+@click.option("--cold-starts", default=3, show_default=True, type=click.IntRange(0, 100),
+              help="Fresh processes timed from spawn to first result (0: skip).")
 @click.option("--target", default="local", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of synthetic inputs.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write records as JSON.")
@@ -32,6 +34,7 @@ import click
 def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: str,
             shapes: tuple[str, ...], data: Path | None, preprocess: Path | None, min_time: str,
             min_runs: int, max_runs: int, warmup_max_time: str, runtime: str, op_profile: bool,
+            cold_starts: int,
             target: str, seed: int, json_out: Path | None, results: Path | None,
             quiet: bool) -> None:
     """Measure latency (percentiles with confidence intervals), cold start and memory of MODELS
@@ -54,7 +57,8 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
         min_time_s=parse_duration_s(min_time, "--min-time", 0.0, 3600.0),
         min_runs=min_runs, max_runs=max_runs,
         warmup_max_s=parse_duration_s(warmup_max_time, "--warmup-max-time", 0.0, 600.0),
-        seed=seed, op_profile=op_profile, runtime=None if runtime == "auto" else runtime)
+        seed=seed, op_profile=op_profile, cold_starts=cold_starts,
+        runtime=None if runtime == "auto" else runtime)
     if not 1 <= min_runs <= 10_000_000:
         raise InputError(f"--min-runs {min_runs} is out of range (1 to 10000000)")
     if not 1 <= max_runs <= 10_000_000 or max_runs < min_runs:

@@ -1,6 +1,6 @@
 """`edgeprof demo`: profile the bundled Fashion-MNIST model and write a report under reports/demo.
 
-Every number in the report is measured in this run: latency (threads 1 and 2, batch 1 and 16),
+Every number in the report is measured in this run: latency (threads 1 and 2, batch 1, 4 and 16),
 cold start, memory, size, per-operator time and accuracy on the bundled evaluation set.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def run_demo(out_dir: Path, min_time_s: float = 1.0,
     def sub(lo: float, hi: float) -> Callable[[str, float], None]:
         return lambda d, f: progress(d, lo + (hi - lo) * f)
 
-    settings = Settings(threads=(1, 2), batches=(1, 16), min_time_s=min_time_s, op_profile=True)
+    settings = Settings(threads=(1, 2), batches=(1, 4, 16), min_time_s=min_time_s, op_profile=True)
     records, _ = Profiler(target, settings, store=store, data=data, spec=spec,
                           progress=sub(0.0, 0.85)).run([model])
     progress("accuracy on the evaluation set", 0.9)
@@ -46,7 +46,10 @@ def run_demo(out_dir: Path, min_time_s: float = 1.0,
     store.append(acc)
     records.append(acc)
     write_json(out_dir / "results.json", records)
+    from ..report.plots import throughput_curves
     from ..report.summary import write_summary
-    write_summary(out_dir / "summary.md", records, title="edgeprof demo: Fashion-MNIST CNN")
+    plot = throughput_curves(records, out_dir / "throughput.png")
+    write_summary(out_dir / "summary.md", records, title="edgeprof demo: Fashion-MNIST CNN",
+                  images=[plot.name] if plot else [])
     progress("done", 1.0)
     return records

@@ -42,6 +42,7 @@ class Settings:
     seed: int = 0
     op_profile: bool = False
     op_profile_runs: int = 50
+    cold_starts: int = 3
     runtime: str | None = None
 
 
@@ -62,6 +63,7 @@ class _Run:
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     peak_rss: int | None = None
     ops: dict[str, Any] | None = None
+    cold: dict[str, list[float]] | None = None
     error: str | None = None
 
     @property
@@ -155,6 +157,9 @@ class Profiler:
             if self.s.op_profile:
                 self.progress(f"operator profile {r.label}", 0.1)
                 self._op_profile(r)
+            if self.s.cold_starts:
+                self.progress(f"cold start {r.label}", 0.1)
+                self._cold_start(r)
         except EdgeprofError as exc:
             r.error = str(exc)
             records.append(self._error_record(r))
@@ -226,6 +231,17 @@ class Profiler:
         cap = min(max(1, -(-s.max_runs // MIN_ROUNDS)), s.max_runs - len(r.samples))
         return max(1, min(int(per_round_s / max(est_s, 1e-9)), cap))
 
+    def _cold_start(self, r: _Run) -> None:
+        """Fresh processes, each importing the runtime, loading the model and running one
+        inference: what a user meets at start-up, apart from warm latency."""
+        cold: dict[str, list[float]] = {}
+        args = dict(path=self.target.stage(r.model.path), runtime=self.s.runtime,
+                    threads=r.threads, batch=r.batch, shapes=self.s.shapes)
+        for _ in range(self.s.cold_starts):
+            for k, v in self.target.cold_start(args).items():
+                cold.setdefault(k, []).append(v)
+        r.cold = cold
+
     def _op_profile(self, r: _Run) -> None:
         """Operator times from a separate profiling session, run and closed before measuring,
         so profiling never slows the measured samples."""
@@ -275,4 +291,6 @@ class Profiler:
             state_series=r.series)
         if r.ops is not None:
             rec["op_profile"] = r.ops
+        if r.cold is not None:
+            rec["cold_start"] = r.cold
         return rec

@@ -11,9 +11,11 @@ def _ci(lo: float, hi: float, fmt=fmt_seconds) -> str:
     return f"[{fmt(lo)}, {fmt(hi)}]"
 
 
-def summary_markdown(records: list[dict[str, Any]], title: str) -> str:
+def summary_markdown(records: list[dict[str, Any]], title: str,
+                     images: list[str] = ()) -> str:
     lines = [f"# {title}", ""]
-    lat = [r for r in records if r["kind"] == "latency"]
+    lat = sorted((r for r in records if r["kind"] == "latency"),
+                 key=lambda r: (r["model"]["name"], r["threads"], r["batch"]))
     env = next((r["env"] for r in lat if r.get("env")), None)
     if env:
         lines += [f"Target `local`: {env.get('cpu_model') or 'unknown CPU'}, {env.get('cores')} "
@@ -42,6 +44,23 @@ def summary_markdown(records: list[dict[str, Any]], title: str) -> str:
                 f"{fmt_bytes(r['model_rss_bytes'])} | {fmt_bytes(r['model']['model_bytes'])} "
                 f"({fmt_bytes(r['model']['zlib_bytes'])}) |")
         lines.append("")
+        cold = [r for r in lat if r.get("cold_start")]
+        if cold:
+            lines += ["Cold start (fresh process: Python start, imports, session, first inference; "
+                      "median of the runs):", ""]
+            for r in cold:
+                c = r["cold_start"]
+                med = {k: sorted(v)[len(v) // 2] for k, v in c.items()}
+                lines.append(f"- {r['model']['name']} threads={r['threads']} batch={r['batch']}: "
+                             f"{fmt_seconds(med['total_s'])} (n = {len(c['total_s'])}; numpy import "
+                             f"{fmt_seconds(med['numpy_import_s'])}, runtime import "
+                             f"{fmt_seconds(med['runtime_import_s'])}, session "
+                             f"{fmt_seconds(med['session_s'])}, first inference "
+                             f"{fmt_seconds(med['first_inference_s'])}) against a warm p50 of "
+                             f"{fmt_seconds(r['stats']['p50_s'])}")
+            lines.append("")
+        for img in images:
+            lines += [f"![{img}]({img})", ""]
         warn = [(r, w) for r in lat for w in r.get("warnings", [])]
         if warn:
             lines += ["## Warnings", ""]
@@ -63,7 +82,8 @@ def summary_markdown(records: list[dict[str, Any]], title: str) -> str:
     return "\n".join(lines)
 
 
-def write_summary(path: Path, records: list[dict[str, Any]], title: str) -> None:
+def write_summary(path: Path, records: list[dict[str, Any]], title: str,
+                  images: list[str] = ()) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(summary_markdown(records, title))
+    tmp.write_text(summary_markdown(records, title, images))
     tmp.replace(path)

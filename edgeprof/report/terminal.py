@@ -16,6 +16,11 @@ def terminal_console() -> Console:
     return c if c.is_terminal else Console(width=140)
 
 
+def cold_median(rec: dict[str, Any]) -> float | None:
+    totals = (rec.get("cold_start") or {}).get("total_s")
+    return sorted(totals)[len(totals) // 2] if totals else None
+
+
 def _ci(stats: dict[str, Any], key: str) -> str:
     """``6.31 us ±0.4%``: the estimate and the half-width of its 95 % CI, relative."""
     value = stats[f"{key}_s"]
@@ -28,15 +33,15 @@ def latency_table(records: Iterable[dict[str, Any]]) -> Table:
     t = Table(title="latency per call (p50, p99 ± half-width of the 95 % bootstrap CI)",
               title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     t.add_column("model", overflow="fold", min_width=12)
-    for col in ("thr", "b", "p50", "p90", "p99", "n", "first", "RSS", "size"):
+    for col in ("thr", "b", "p50", "p90", "p99", "n", "first", "cold", "RSS", "size"):
         t.add_column(col, justify="right", no_wrap=True)
-    for r in records:
-        if r.get("kind") != "latency":
-            continue
+    for r in sorted((r for r in records if r.get("kind") == "latency"),
+                    key=lambda r: (r["model"]["name"], r["threads"], r["batch"])):
         s, m = r["stats"], r["model"]
         t.add_row(m["name"], str(r["threads"]), str(r["batch"]), _ci(s, "p50"),
                   fmt_seconds(s["p90_s"], compact=True), _ci(s, "p99"), str(s["n"]),
                   fmt_seconds(r.get("first_inference_s"), compact=True),
+                  fmt_seconds(cold_median(r), compact=True),
                   fmt_bytes(r.get("peak_rss_bytes"), compact=True),
                   fmt_bytes(m["model_bytes"], compact=True))
     return t
@@ -75,3 +80,43 @@ def print_records(records: list[dict[str, Any]], console: Console) -> None:
         t = op_table(r)
         if t is not None:
             console.print(t)
+
+
+def print_info(info: dict[str, Any], console: Console) -> None:
+    """`edgeprof inspect` output."""
+    macs = info.get("macs")
+    mac_text = f"{macs:,} (batch {info.get('macs_batch', 1)})" if macs is not None else "unknown"
+    if macs is not None and info.get("macs_unknown_nodes"):
+        mac_text += f", plus unknown for {len(info['macs_unknown_nodes'])} node(s)"
+    opsets = ", ".join(f"{k} {v}" for k, v in (info.get("opsets") or {}).items())
+    head = [("model", f"{info['name']} ({info['variant_id'][:12]})"),
+            ("format", info["format"] + (f", opset {opsets}" if opsets else "")),
+            ("size", f"{fmt_bytes(info['model_bytes'])} ({fmt_bytes(info['zlib_bytes'])} zlib)"),
+            ("parameters", f"{info['params']:,}"),
+            ("weight dtypes", ", ".join(f"{k} {v:,}" for k, v in info["weight_dtypes"].items()) or "-"),
+            ("MACs", mac_text),
+            ("nodes", str(info["nodes"]))]
+    for k, v in head:
+        console.print(f"[bold]{k:>13}[/]  {v}", highlight=False)
+    io = Table(box=box.SIMPLE_HEAD, title="inputs and outputs", title_justify="left")
+    for col in ("", "name", "shape", "dtype"):
+        io.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for v in info[kind]:
+            shape = "x".join(str(d) if d is not None else "?" for d in v["shape"])
+            q = f" (scale {v['quant'][0]:.3g}, zero {v['quant'][1]})" if v.get("quant") else ""
+            io.add_row(kind[:-1], v["name"], shape, v["dtype"] + q)
+    console.print(io)
+    console.print("[bold]operators[/]  " + ", ".join(f"{k} x{v}" for k, v in info["op_counts"].items()),
+                  highlight=False)
+    sup = info.get("support", {})
+    if sup.get("supported") is True:
+        console.print(f"[green]runs on target '{sup['target']}'[/] ({sup.get('runtime', '')}): "
+                      "every operator is supported", highlight=False)
+    elif sup.get("supported") is False:
+        for m in sup.get("missing", []):
+            console.print(f"[red]not supported[/] on '{sup['target']}': {m['op']} "
+                          f"(node '{m['node']}', version {m['version']})", highlight=False)
+    else:
+        console.print(f"support on '{sup.get('target')}': unknown ({sup.get('reason', '')})",
+                      highlight=False)

@@ -6,6 +6,8 @@ draws explicitly so that tests can replay the reference implementation's draws.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from edgeprof.robustness import _ops
@@ -24,10 +26,38 @@ def gaussian_blur(x: np.ndarray, c: float, rng: np.random.Generator, s: float) -
 
 
 def zoom_blur(x: np.ndarray, c: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:
-    out = x.copy()
-    for z in c:
-        out += _ops.clipped_zoom(x, float(z))
-    return out / (len(c) + 1)
+    n, h, w, ch = x.shape
+    zooms = tuple(float(z) for z in c)
+    if h * w > _ZOOM_SPARSE_MAX_PIXELS:
+        out = x.copy()
+        for z in zooms:
+            out += _ops.clipped_zoom(x, z)
+        return out / (len(zooms) + 1)
+    # The average of the image and its zooms is one fixed linear map: a sparse (HW, HW) matrix with
+    # ~35 entries a row, applied to every image and channel at once.
+    op = _zoom_operator(h, w, zooms)
+    cols = np.ascontiguousarray(np.moveaxis(x, 0, 2)).reshape(h * w, n * ch)  # (H, W, N, C)
+    out = (op @ cols).reshape(h, w, n, ch)
+    return np.ascontiguousarray(np.moveaxis(out, 2, 0))
+
+
+_ZOOM_SPARSE_MAX_PIXELS = 300_000
+
+
+@functools.lru_cache(maxsize=16)
+def _zoom_operator(h: int, w: int, zooms: tuple):
+    from scipy import sparse
+
+    def axis_matrix(size: int, z: float):
+        i0, i1, frac = _ops._zoom_axis_plan(size, z)
+        rows = np.arange(size)
+        return sparse.csr_matrix((np.concatenate([1 - frac, frac]), (np.tile(rows, 2), np.concatenate([i0, i1]))),
+                                 shape=(size, size), dtype=np.float64)
+
+    total = sparse.identity(h * w, format="csr", dtype=np.float64)
+    for z in zooms:
+        total = total + sparse.kron(axis_matrix(h, z), axis_matrix(w, z), format="csr")
+    return (total / (len(zooms) + 1)).astype(F32).tocsr()
 
 
 # -- motion -----------------------------------------------------------------------------------------
@@ -97,21 +127,21 @@ def _glass_shuffle(x: np.ndarray, off: np.ndarray, delta: int) -> np.ndarray:
     q_lin = (q_row * w + q_col).reshape(n, -1)
     q_in = ((q_row > delta) & (q_row <= h - delta) & (q_col > delta) & (q_col <= w - delta)).reshape(n, -1)
 
-    ident = np.broadcast_to(np.arange(h * w), (n, h * w))
-    jump = ident.copy()  # where to continue: a source written before this pixel, else itself
-    final = ident.copy()  # the pixel read when the chain stops there
-    rows = np.arange(n)[:, None]
+    hw = h * w
+    base = (np.arange(n) * hw)[:, None]
+    jump = np.arange(n * hw).reshape(n, hw)  # where to continue: a source written earlier, else itself
+    final = jump.copy()  # the pixel read when the chain stops there
     written_before = q_in & (q_lin > p_lin)
-    jump[rows, p_lin] = np.where(written_before, q_lin, p_lin)
-    final[rows, p_lin] = q_lin
+    jump[np.arange(n)[:, None], p_lin] = np.where(written_before, q_lin, p_lin) + base
+    final[np.arange(n)[:, None], p_lin] = q_lin + base
+    jump = jump.ravel()
     while True:
-        nxt = np.take_along_axis(jump, jump, axis=1)
+        nxt = np.take(jump, jump)
         if np.array_equal(nxt, jump):
             break
         jump = nxt
-    src = np.take_along_axis(final, jump, axis=1)
-    flat = x.reshape(n, h * w, ch)
-    return np.take_along_axis(flat, src[..., None], axis=1).reshape(x.shape)
+    src = np.take(final.ravel(), jump)
+    return np.take(x.reshape(n * hw, ch), src, axis=0).reshape(x.shape)
 
 
 # -- elastic ----------------------------------------------------------------------------------------
@@ -142,7 +172,8 @@ def affine_warp(x: np.ndarray, pts_delta: np.ndarray) -> np.ndarray:
     m = np.linalg.solve(a[None], dst).transpose(0, 2, 1)  # (N, 2, 3): dst = M @ [x, y, 1]
     full = np.concatenate([m, np.broadcast_to([[[0.0, 0.0, 1.0]]], (n, 1, 3))], axis=1)
     inv = np.linalg.inv(full)  # warpAffine samples the source at M^-1 (x, y)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yy, xx = np.mgrid[0:h, 0:w].astype(F32)
+    inv = inv.astype(F32)
     sx = inv[:, 0, 0, None, None] * xx + inv[:, 0, 1, None, None] * yy + inv[:, 0, 2, None, None]
     sy = inv[:, 1, 0, None, None] * xx + inv[:, 1, 1, None, None] * yy + inv[:, 1, 2, None, None]
     return _ops.remap_bilinear(x, sy, sx, "mirror")

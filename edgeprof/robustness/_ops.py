@@ -204,26 +204,65 @@ def clipped_zoom(x: np.ndarray, z: float) -> np.ndarray:
     return left + (right - left) * fb.reshape((1, 1, w) + extra[1:])
 
 
+def fold_coord(c: np.ndarray, n: int, mode: str) -> np.ndarray:
+    """Fold real coordinates into the range where bilinear interpolation needs no boundary handling.
+
+    Linear interpolation of a symmetrically extended signal is itself symmetric, so folding the
+    coordinate gives the same value as folding the two integer taps.
+    """
+    if n == 1 or mode == "nearest":
+        return np.clip(c, 0, n - 1)
+    if mode == "reflect":  # symmetric about -0.5 and n - 0.5
+        lo, hi, period = F32(-0.5), F32(n - 0.5), 2 * n
+    elif mode == "mirror":  # symmetric about 0 and n - 1
+        lo, hi, period = F32(0), F32(n - 1), 2 * n - 2
+    else:
+        raise ValueError(f"unknown boundary mode {mode!r}")
+    if c.min() < lo - (hi - lo) or c.max() > hi + (hi - lo):  # more than one reflection away
+        c = np.mod(c - lo, F32(period)) + lo
+    c = np.where(c < lo, 2 * lo - c, c)
+    return np.where(c > hi, 2 * hi - c, c)
+
+
+_PAD_MODE = {"nearest": "edge", "reflect": "symmetric", "mirror": "reflect"}
+
+
 def remap_bilinear(x: np.ndarray, src_y: np.ndarray, src_x: np.ndarray, mode: str) -> np.ndarray:
     """Sample a batch (N, H, W, C) at per-image coordinates (N, H, W) with bilinear interpolation.
 
     Matches scipy.ndimage.map_coordinates(order=1) for ``reflect`` and OpenCV's remap/warpAffine
-    (INTER_LINEAR) for ``mirror`` = BORDER_REFLECT_101.
+    (INTER_LINEAR) for ``mirror`` = BORDER_REFLECT_101. Coordinates are folded first and the batch is
+    padded by one pixel, so the four taps are plain offsets of one flat index; channels are handled
+    as separate planes (numpy is slow on a trailing axis of length 3).
     """
     n, h, w, c = x.shape
-    y0 = np.floor(src_y)
-    x0 = np.floor(src_x)
-    fy = (src_y - y0).astype(F32)[..., None]
-    fx = (src_x - x0).astype(F32)[..., None]
-    y0 = y0.astype(np.int64)
-    x0 = x0.astype(np.int64)
-    ya, yb = fold_index(y0, h, mode), fold_index(y0 + 1, h, mode)
-    xa, xb = fold_index(x0, w, mode), fold_index(x0 + 1, w, mode)
-    base = (np.arange(n) * h * w).reshape(n, 1, 1)
-    flat = x.reshape(n * h * w, c)
-    top = flat[base + ya * w + xa] * (1 - fx) + flat[base + ya * w + xb] * fx
-    bot = flat[base + yb * w + xa] * (1 - fx) + flat[base + yb * w + xb] * fx
-    return top * (1 - fy) + bot * fy
+    sy = fold_coord(np.asarray(src_y, dtype=F32), h, mode)
+    sx = fold_coord(np.asarray(src_x, dtype=F32), w, mode)
+    y0 = np.floor(sy)
+    x0 = np.floor(sx)
+    fy = (sy - y0).reshape(-1)
+    fx = (sx - x0).reshape(-1)
+    hp, wp = h + 2, w + 2
+    planes = np.pad(np.moveaxis(np.asarray(x, dtype=F32), 3, 0), ((0, 0), (0, 0), (1, 1), (1, 1)),
+                    mode=_PAD_MODE[mode]).reshape(c, -1)
+    base = (np.arange(n, dtype=np.intp) * hp + 1).reshape(n, 1, 1)
+    k = ((y0.astype(np.intp) + base) * wp + x0.astype(np.intp) + 1).reshape(-1)
+    k01, k10, k11 = k + 1, k + wp, k + wp + 1
+    out = np.empty((n, h, w, c), dtype=F32)
+    for ch in range(c):
+        p = planes[ch]
+        q00, q01, q10, q11 = np.take(p, k), np.take(p, k01), np.take(p, k10), np.take(p, k11)
+        q01 -= q00
+        q01 *= fx
+        q01 += q00  # top row
+        q11 -= q10
+        q11 *= fx
+        q11 += q10  # bottom row
+        q11 -= q01
+        q11 *= fy
+        q11 += q01
+        out[..., ch] = q11.reshape(n, h, w)
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -281,20 +320,22 @@ def pil_box_bounds(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def box_pixelate_axis(x: np.ndarray, axis: int, n_small: int) -> np.ndarray:
-    """PIL ``resize(BOX)`` down to ``n_small`` then ``resize(NEAREST)`` back up, along one axis."""
+    """PIL ``resize(BOX)`` down to ``n_small`` then ``resize(NEAREST)`` back up, along one axis.
+
+    PIL's boxes partition the input into runs, so the down-scale is one ``add.reduceat``; NEAREST
+    repeats each small pixel over a run, so the up-scale is one ``repeat``.
+    """
     n = x.shape[axis]
     lo, hi = pil_box_bounds(n, n_small)
-    cs = np.cumsum(x, axis=axis, dtype=F32)
-    zero = np.zeros_like(np.take(cs, [0], axis=axis))
-    cs = np.concatenate([zero, cs], axis=axis)
     shape = [1] * x.ndim
     shape[axis] = n_small
-    small = (np.take(cs, hi, axis=axis) - np.take(cs, lo, axis=axis)) / (hi - lo).reshape(shape)
+    small = np.add.reduceat(x, lo, axis=axis)
+    small *= (1.0 / (hi - lo)).astype(F32).reshape(shape)
     # PIL's NEAREST walks the source coordinate by repeated addition; cumsum repeats its rounding
     step = np.full(n, n_small / n)
     step[0] = 0.5 * n_small / n
-    up = np.cumsum(step).astype(np.int64)
-    return np.take(small, np.minimum(up, n_small - 1), axis=axis)
+    up = np.minimum(np.cumsum(step).astype(np.int64), n_small - 1)
+    return np.repeat(small, np.bincount(up, minlength=n_small), axis=axis)
 
 
 # ---------------------------------------------------------------------------------------------------

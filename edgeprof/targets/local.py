@@ -1,10 +1,16 @@
 """The local CPU: the worker is a child process of the same Python."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-from .client import WorkerClient, start_local_worker
+from ..errors import WorkerError
+from .client import WORKER_PATH, WorkerClient, start_local_worker
 
 
 class LocalTarget:
@@ -19,3 +25,25 @@ class LocalTarget:
 
     def stage(self, path: Path) -> str:
         return str(Path(path).resolve())
+
+    def cold_start(self, args: dict[str, Any], timeout_s: float = 300.0) -> dict[str, Any]:
+        """Spawn a fresh interpreter that imports the runtime, loads the model and runs one
+        inference; ``total_s`` is spawn-to-exit as measured here."""
+        env = dict(os.environ, **(self.env or {}))
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run([self.python, str(WORKER_PATH), "--cold-start", json.dumps(args)],
+                                  capture_output=True, text=True, timeout=timeout_s, env=env)
+        except subprocess.TimeoutExpired:
+            raise WorkerError(f"cold start did not finish within {timeout_s:.0f} s")
+        total = time.perf_counter() - t0
+        try:
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+            raise WorkerError(f"cold start failed: {tail[0]}")
+        if out.get("status") != "ok":
+            raise WorkerError(f"cold start failed: {out.get('error')}")
+        out.pop("status")
+        out["total_s"] = total
+        return out

@@ -20,19 +20,24 @@ Protocol: newline-delimited JSON. Each request on stdin is an object with ``cmd`
 
 Arrays cross the protocol as ``{"dtype", "shape", "b64"}`` (raw little-endian bytes, base64).
 """
-import base64
-import glob
-import json
-import os
-import platform
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 
-import numpy as np
+_T0 = time.perf_counter()  # cold start: numpy's import time is part of what a user meets
+
+import base64  # noqa: E402
+import glob  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+_NUMPY_IMPORT_S = time.perf_counter() - _T0
 
 PROTOCOL_VERSION = 1
 _IMAGE_LAYOUTS = ("NCHW", "NHWC")
@@ -778,6 +783,18 @@ class Worker:
         merged = [np.concatenate([o[j] for o in outs]) for j in range(len(rt.outputs))]
         return {"outputs": {o["name"]: encode_array(a) for o, a in zip(rt.outputs, merged)}}
 
+    def cmd_kernels(self, req):
+        """The CPU kernels of this machine's onnxruntime: [domain, op, since_lo, since_hi]."""
+        try:
+            import onnxruntime as ort  # noqa: F401
+            from onnxruntime.capi import onnxruntime_pybind11_state as C
+            defs = C.get_all_opkernel_def()
+        except Exception as exc:
+            return {"available": False, "reason": one_line(exc)}
+        out = [[k.domain, k.op_name, k.version_range[0], k.version_range[1]] for k in defs
+               if k.provider == "CPUExecutionProvider"]
+        return {"available": True, "onnxruntime": ort.__version__, "kernels": out}
+
     def cmd_ops(self, req):
         return {"ops": self._need_model().op_profile()}
 
@@ -789,7 +806,48 @@ class Worker:
         return fn(req)
 
 
+def cold_start(req):
+    """One cold start as a user meets it, in this fresh process: import the runtime, open the
+    model, run one inference. The host times the whole process from spawn to exit."""
+    fmt = detect_format(req["path"])
+    runtime = req.get("runtime") or ("litert" if fmt == "tflite" else "onnxruntime")
+    t = time.perf_counter()
+    if runtime == "onnxruntime":
+        import onnxruntime  # noqa: F401
+    else:
+        try:
+            import ai_edge_litert.interpreter  # noqa: F401
+        except ImportError:
+            import tflite_runtime.interpreter  # noqa: F401
+    import_s = time.perf_counter() - t
+    t = time.perf_counter()
+    rt = open_runtime(req["path"], runtime, req.get("threads", 1))
+    session_s = time.perf_counter() - t
+    batch = int(req.get("batch", 1))
+    shapes = {i["name"]: resolve_shape(i, req.get("shapes") or {}, batch,
+                                       isinstance(rt, LiteRtRuntime)) for i in rt.inputs}
+    feeds = synthetic_inputs(rt.inputs, shapes, 0)
+    if isinstance(rt, LiteRtRuntime):
+        rt.resize(shapes)
+    t = time.perf_counter()
+    rt.run(feeds)
+    first_s = time.perf_counter() - t
+    return {"numpy_import_s": _NUMPY_IMPORT_S, "runtime_import_s": import_s,
+            "session_s": session_s, "first_inference_s": first_s,
+            "in_process_s": time.perf_counter() - _T0, "peak_rss_bytes": memory_bytes()[1]}
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--cold-start":
+        try:
+            out = dict(cold_start(json.loads(sys.argv[2])), status="ok")
+        except WorkerFault as exc:
+            out = {"status": "error", "error": str(exc)}
+        except Exception as exc:
+            out = {"status": "error", "error": one_line(exc)}
+        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.flush()
+        return
     # stdout carries the protocol; anything a library prints must not corrupt it.
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)

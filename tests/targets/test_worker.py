@@ -20,7 +20,7 @@ BOARD_PYTHON = ROOT / ".venv-board" / "bin" / "python"
 ALLOWED_IMPORTS = {"base64", "glob", "json", "os", "platform", "shutil", "signal", "subprocess",
                    "sys", "tempfile", "time", "numpy", "resource", "re", "onnxruntime",
                    "ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime",
-                   "tflite_runtime.interpreter"}
+                   "tflite_runtime.interpreter", "onnxruntime.capi"}
 
 
 def test_worker_parses_as_python_39():
