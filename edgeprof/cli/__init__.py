@@ -41,19 +41,25 @@ def cli() -> None:
     """edgeprof: what each format, precision and pruning choice costs and buys on an edge device."""
 
 
-def _register() -> None:
-    from .demo import demo
-    from .inspect_cmd import inspect_cmd
-    from .profile import profile
+# (module, command attribute): each part of the CLI lives in its own module
+_COMMANDS = [("profile", "profile"), ("demo", "demo"), ("inspect_cmd", "inspect_cmd"),
+             ("corrupt", "corrupt"), ("targets_cmd", "targets"), ("variants_cmd", "variants"),
+             ("variants_cmd", "export"), ("quantize", "quantize"), ("convert", "convert"),
+             ("prune", "prune"), ("robustness", "robustness"), ("sweep", "sweep"),
+             ("compare", "compare"), ("report", "report"), ("tools", "tools")]
 
-    cli.add_command(profile)
-    cli.add_command(demo)
-    cli.add_command(inspect_cmd)
-    try:
-        from .corrupt import corrupt
-        cli.add_command(corrupt)
-    except ImportError:  # pragma: no cover - part not present
-        pass
+
+def _register() -> None:
+    import importlib
+
+    for module, attr in _COMMANDS:
+        try:
+            mod = importlib.import_module(f"{__name__}.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{module}":
+                continue  # that part is not in this build
+            raise
+        cli.add_command(getattr(mod, attr))
 
 
 _register()

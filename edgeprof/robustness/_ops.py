@@ -322,14 +322,18 @@ def pil_box_bounds(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
 def box_pixelate_axis(x: np.ndarray, axis: int, n_small: int) -> np.ndarray:
     """PIL ``resize(BOX)`` down to ``n_small`` then ``resize(NEAREST)`` back up, along one axis.
 
-    PIL's boxes partition the input into runs, so the down-scale is one ``add.reduceat``; NEAREST
-    repeats each small pixel over a run, so the up-scale is one ``repeat``.
+    PIL's boxes are runs of the input (occasionally skipping a pixel), so the down-scale is one
+    ``add.reduceat`` over the run starts and ends; NEAREST repeats each small pixel over a run, so
+    the up-scale is one ``repeat``.
     """
     n = x.shape[axis]
     lo, hi = pil_box_bounds(n, n_small)
     shape = [1] * x.ndim
     shape[axis] = n_small
-    small = np.add.reduceat(x, lo, axis=axis)
+    bounds = np.stack([lo, hi], axis=1).ravel()
+    if bounds[-1] == n:
+        bounds = bounds[:-1]  # the last run goes to the end
+    small = np.take(np.add.reduceat(x, bounds, axis=axis), np.arange(0, 2 * n_small, 2), axis=axis)
     small *= (1.0 / (hi - lo)).astype(F32).reshape(shape)
     # PIL's NEAREST walks the source coordinate by repeated addition; cumsum repeats its rounding
     step = np.full(n, n_small / n)
