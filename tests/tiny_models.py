@@ -86,3 +86,47 @@ def two_inputs(path: Path) -> Path:
          helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
     return _save(helper.make_model(graph, opset_imports=OPSET), path)
+
+
+def mobilenet_like(path: Path, size: int = 32, classes: int = 10, seed: int = 0,
+                   damage: str | None = None) -> Path:
+    """A MobileNet-style net: stem conv, two depthwise-separable blocks with ReLU6 (Clip),
+    global average pool, classifier. ``damage`` names one Conv whose weights get a single huge
+    outlier, which wrecks its per-tensor int8 quantization (the sensitivity test's culprit)."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(arr.astype(np.float32), name))
+        return name
+
+    def conv(name, x, cin, cout, k, stride=1, group=1):
+        w = rng.standard_normal((cout, cin // group, k, k)) * np.sqrt(2.0 / (cin // group * k * k))
+        if damage == name:
+            w.flat[0] = 200.0 * np.abs(w).max()
+        b = rng.standard_normal(cout) * 0.05
+        pad = k // 2
+        nodes.append(helper.make_node("Conv", [x, const(name + "_w", w), const(name + "_b", b)],
+                                      [name], name=name, strides=[stride, stride], group=group,
+                                      pads=[pad] * 4))
+        out = name + "_relu6"
+        nodes.append(helper.make_node("Clip", [name, const(name + "_lo", np.array(0.0)),
+                                               const(name + "_hi", np.array(6.0))], [out],
+                                      name=name + "_clip"))
+        return out
+
+    x = conv("stem", "input", 3, 8, 3, stride=2)
+    x = conv("dw1", x, 8, 8, 3, group=8)
+    x = conv("pw1", x, 8, 16, 1)
+    x = conv("dw2", x, 16, 16, 3, stride=2, group=16)
+    x = conv("pw2", x, 16, 32, 1)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
+    fw = rng.standard_normal((classes, 32)) * 0.3
+    nodes.append(helper.make_node("Gemm", ["flat", const("fc_w", fw), const("fc_b", np.zeros(classes))],
+                                  ["logits"], name="fc", transB=1))
+    graph = helper.make_graph(
+        nodes, "mobilenet_like",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])], inits)
+    return _save(helper.make_model(graph, opset_imports=OPSET), path)

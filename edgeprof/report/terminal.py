@@ -120,3 +120,47 @@ def print_info(info: dict[str, Any], console: Console) -> None:
     else:
         console.print(f"support on '{sup.get('target')}': unknown ({sup.get('reason', '')})",
                       highlight=False)
+
+
+def _fid_row(name: str, m: dict[str, Any]) -> list[str]:
+    sq = "exact" if m.get("exact") else (f"{m['sqnr_db']:.1f} dB" if m.get("sqnr_db") is not None else "-")
+    top1 = f"{m['top1_agreement']:.2%}" if m.get("top1_agreement") is not None else "-"
+    rel = f"{m['relative_max_error']:.2%}" if m.get("relative_max_error") is not None else "-"
+    return [name, str(m["n"]), top1, f"{m['cosine_mean']:.5f}", f"{m['max_abs_error']:.3g}", rel, sq]
+
+
+def print_variant(v: Any, reused: bool, console: Console, lineage: list[Any] = ()) -> None:
+    """A variant after a pass: identity, lineage, notes, fidelity and sensitivity."""
+    how = "reused from the cache" if reused else f"built in {v.timings.get('pass_s', 0):.2f} s"
+    console.print(f"[bold]{v.short_id}[/]  {v.label}  ({how})", highlight=False)
+    console.print(f"  file: {v.path} ({fmt_bytes(v.path.stat().st_size)})", highlight=False)
+    if lineage:
+        console.print("  lineage: " + " -> ".join(f"{x.short_id} {x.pass_name}" for x in lineage),
+                      highlight=False)
+    for note in v.notes:
+        console.print(f"  [yellow]warning[/] {note}", highlight=False)
+    fid = v.fidelity or {}
+    for which in ("vs_parent", "vs_root"):
+        if which not in fid:
+            continue
+        t = Table(title=f"fidelity {which.replace('_', ' ')} ({fid.get('data_role', 'data')}, "
+                        f"{fid['rows']} rows)", title_justify="left", box=box.SIMPLE_HEAD)
+        for col in ("output", "n", "top-1 agree", "cosine", "max |err|", "rel. max", "SQNR"):
+            t.add_column(col, justify="left" if col == "output" else "right")
+        for name, m in fid[which].items():
+            t.add_row(*_fid_row(name, m))
+        console.print(t)
+    sens = v.extra.get("sensitivity") if v.extra else None
+    if sens:
+        t = Table(title="per-layer sensitivity: each layer quantized alone, worst first",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+        for col in ("rank", "node", "op", "SQNR", "top-1 agree", "max |err|"):
+            t.add_column(col, justify="right" if col in ("rank", "SQNR") else "left")
+        for r in sens[:15]:
+            t.add_row(str(r["rank"]), r["node"], r["op"],
+                      "exact" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f} dB",
+                      f"{r['top1_agreement']:.2%}" if r.get("top1_agreement") is not None else "-",
+                      f"{r['max_abs_error']:.3g}")
+        console.print(t)
+        console.print("  keep the worst layers in float with --exclude-nodes NAME[,NAME]",
+                      highlight=False)

@@ -93,25 +93,26 @@ def correlate2d(x: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
     """``out[n, i, j, c] = sum_{a,b} k[a, b] * x[n, fold(i + a - ra), fold(j + b - rb), c]``.
 
     ``kernel`` is (kh, kw) for the whole batch or (N, kh, kw) per image; odd sizes. Computed with a
-    batched FFT on the padded batch, so its cost does not grow with the kernel's size.
+    batched real FFT of the padded batch (channels as planes), so the cost does not grow with the
+    kernel's size; the FFT length covers the padded image, so nothing wraps around.
     """
     from scipy import fft as sfft
-    from scipy.signal import fftconvolve
 
     k = np.asarray(kernel, dtype=F32)
     if k.ndim == 2:
         k = k[None]
     kh, kw = k.shape[1:]
     rh, rw = kh // 2, kw // 2
-    n, h, w, _ = x.shape
-    rows = fold_index(np.arange(-rh, h + rh), h, mode)
-    cols = fold_index(np.arange(-rw, w + rw), w, mode)
-    xp = x[:, rows][:, :, cols]
-    # convolution with the flipped kernel is correlation with the kernel
-    kf = np.ascontiguousarray(k[:, ::-1, ::-1, None])
+    n, h, w, c = x.shape
+    planes = np.pad(np.moveaxis(np.asarray(x, dtype=F32), 3, 1), ((0, 0), (0, 0), (rh, rh), (rw, rw)),
+                    mode=_PAD_MODE[mode])
+    shape = (sfft.next_fast_len(h + 2 * rh, real=True), sfft.next_fast_len(w + 2 * rw, real=True))
     with sfft.set_workers(2):
-        out = fftconvolve(xp, kf, mode="valid", axes=(1, 2))
-    return out.astype(F32, copy=False)
+        spec = sfft.rfft2(planes, s=shape)
+        kspec = np.conj(sfft.rfft2(k, s=shape))[:, None]
+        spec *= kspec
+        out = sfft.irfft2(spec, s=shape)[:, :, :h, :w]
+    return np.ascontiguousarray(np.moveaxis(out, 1, 3), dtype=F32)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,27 +320,41 @@ def pil_box_bounds(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def box_pixelate_axis(x: np.ndarray, axis: int, n_small: int) -> np.ndarray:
-    """PIL ``resize(BOX)`` down to ``n_small`` then ``resize(NEAREST)`` back up, along one axis.
-
-    PIL's boxes are runs of the input (occasionally skipping a pixel), so the down-scale is one
-    ``add.reduceat`` over the run starts and ends; NEAREST repeats each small pixel over a run, so
-    the up-scale is one ``repeat``.
-    """
+def _box_down(x: np.ndarray, axis: int, n_small: int) -> np.ndarray:
+    """PIL's BOX down-scale along one axis: its boxes are runs of the input (occasionally skipping a
+    pixel), so this is one ``add.reduceat`` over the run starts and ends."""
     n = x.shape[axis]
     lo, hi = pil_box_bounds(n, n_small)
-    shape = [1] * x.ndim
-    shape[axis] = n_small
     bounds = np.stack([lo, hi], axis=1).ravel()
     if bounds[-1] == n:
         bounds = bounds[:-1]  # the last run goes to the end
     small = np.take(np.add.reduceat(x, bounds, axis=axis), np.arange(0, 2 * n_small, 2), axis=axis)
+    shape = [1] * x.ndim
+    shape[axis] = n_small
     small *= (1.0 / (hi - lo)).astype(F32).reshape(shape)
-    # PIL's NEAREST walks the source coordinate by repeated addition; cumsum repeats its rounding
+    return small
+
+
+def _nearest_up(x: np.ndarray, axis: int, n: int) -> np.ndarray:
+    """PIL's NEAREST up-scale along one axis: each small pixel repeated over a run."""
+    n_small = x.shape[axis]
+    # PIL walks the source coordinate by repeated addition; cumsum repeats its rounding
     step = np.full(n, n_small / n)
     step[0] = 0.5 * n_small / n
     up = np.minimum(np.cumsum(step).astype(np.int64), n_small - 1)
-    return np.repeat(small, np.bincount(up, minlength=n_small), axis=axis)
+    return np.repeat(x, np.bincount(up, minlength=n_small), axis=axis)
+
+
+def box_pixelate(x: np.ndarray, small_h: int, small_w: int) -> np.ndarray:
+    """PIL ``resize((small_w, small_h), BOX).resize((W, H), NEAREST)`` on a batch (N, H, W, C)."""
+    h, w = x.shape[1:3]
+    small = _box_down(_box_down(x, 1, small_h), 2, small_w)
+    return _nearest_up(_nearest_up(small, 1, h), 2, w)
+
+
+def box_pixelate_axis(x: np.ndarray, axis: int, n_small: int) -> np.ndarray:
+    """``box_pixelate`` along one axis only."""
+    return _nearest_up(_box_down(x, axis, n_small), axis, x.shape[axis])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -248,11 +248,10 @@ def _jpeg(x: np.ndarray, c: int, rng: np.random.Generator, s: float) -> np.ndarr
 
 
 def _pixelate(x: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np.ndarray:
-    from edgeprof.robustness._ops import box_pixelate_axis
+    from edgeprof.robustness._ops import box_pixelate
 
     h, w = x.shape[1:3]
-    y = box_pixelate_axis(x, 1, max(1, int(h * c)))
-    return box_pixelate_axis(y, 2, max(1, int(w * c)))
+    return box_pixelate(x, max(1, int(h * c)), max(1, int(w * c)))
 
 
 _FUNCS: dict[str, Callable] = {

@@ -1,0 +1,80 @@
+"""Fidelity: how close a variant's outputs stay to its parent's and to the fp32 root's, measured
+on the runtime that runs each file (through the worker)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import Dataset
+from ..targets.worker import decode_array
+
+
+def output_metrics(ref: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+    """top-1 agreement (classifier outputs), cosine similarity per sample, max/mean absolute
+    error, error relative to the reference's range, and SQNR in dB."""
+    ref = np.asarray(ref, dtype=np.float64)
+    test = np.asarray(test, dtype=np.float64)
+    if ref.shape != test.shape:
+        raise ValueError(f"output shapes differ: {ref.shape} vs {test.shape}")
+    n = ref.shape[0] if ref.ndim else 1
+    r2, t2 = ref.reshape(n, -1), test.reshape(n, -1)
+    diff = r2 - t2
+    out: dict[str, Any] = {"n": int(n)}
+    if r2.shape[1] > 1 and ref.ndim == 2:
+        out["top1_agreement"] = float((r2.argmax(1) == t2.argmax(1)).mean())
+    norms = np.linalg.norm(r2, axis=1) * np.linalg.norm(t2, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(norms > 0, (r2 * t2).sum(1) / np.where(norms > 0, norms, 1), 1.0)
+    out["cosine_mean"] = float(cos.mean())
+    out["cosine_min"] = float(cos.min())
+    out["max_abs_error"] = float(np.abs(diff).max())
+    out["mean_abs_error"] = float(np.abs(diff).mean())
+    span = float(r2.max() - r2.min())
+    out["relative_max_error"] = out["max_abs_error"] / span if span > 0 else None
+    noise = float((diff ** 2).sum())
+    signal = float((r2 ** 2).sum())
+    # identical outputs have infinite SQNR; JSON has no infinity, so null plus "exact"
+    out["sqnr_db"] = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else None
+    out["exact"] = noise == 0
+    return out
+
+
+def compare(ref: list[np.ndarray], test: list[np.ndarray], names: list[str]) -> dict[str, Any]:
+    if len(ref) != len(test):
+        raise ValueError(f"{len(ref)} outputs vs {len(test)}")
+    return {name: output_metrics(a, b) for name, a, b in zip(names, ref, test)}
+
+
+class FidelityEvaluator:
+    """Outputs of models on the first ``rows`` of a data set, through a local worker; cached per
+    model file so the root's outputs are computed once per session."""
+
+    def __init__(self, data: Dataset, rows: int, spec_for: Any, scratch: Path):
+        self.data, self.rows, self.spec_for = data, min(rows, data.n), spec_for
+        self.scratch = scratch
+        self._cache: dict[str, tuple[list[str], list[np.ndarray]]] = {}
+
+    def outputs(self, path: Path, input_spec: dict[str, Any] | None) -> tuple[list[str], list[np.ndarray]]:
+        from ..targets.client import start_local_worker
+
+        key = str(path)
+        if key not in self._cache:
+            npz = str(self.data.npz_path(self.scratch))
+            with start_local_worker(f"fidelity {Path(path).name}") as w:
+                w.request("load", path=str(path), threads=1, batch=1, inputs={"npz": npz},
+                          spec=self.spec_for(input_spec))
+                out = w.request("predict", npz=npz, start=0, stop=self.rows, batch=64,
+                                spec=self.spec_for(input_spec))["outputs"]
+            self._cache[key] = (list(out), [decode_array(v) for v in out.values()])
+        return self._cache[key]
+
+    def __call__(self, path: Path, variant: Any, parent_path: Path, root_path: Path,
+                 parent_spec: Any, root_spec: Any) -> dict[str, Any]:
+        names, mine = self.outputs(path, variant.input_spec)
+        _, par = self.outputs(parent_path, parent_spec)
+        _, root = self.outputs(root_path, root_spec)
+        return {"data_sha256": self.data.sha256, "rows": self.rows,
+                "vs_parent": compare(par, mine, names), "vs_root": compare(root, mine, names)}

@@ -1,0 +1,243 @@
+"""Quantization of ONNX models: int8 static and dynamic (onnxruntime.quantization, with its
+pre-processing) and fp16 (onnxconverter-common). Conventions: words and flags."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..data import Dataset
+from ..errors import InputError
+from ..variants.cache import Variant
+
+PRECISIONS = ("int8-static", "int8-dynamic", "fp16")
+FORMATS = ("qdq", "qoperator")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+             "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QGemm"}
+DYNAMIC_SLOW_NOTE = (
+    "int8-dynamic quantizes Conv as ConvInteger, which onnxruntime runs 3-12x slower than fp32 "
+    "on CPUs (MobileNetV2 measured 24-82 ms against 6.7 ms fp32 on this kind of machine): for a "
+    "convolutional model prefer int8-static; dynamic int8 pays off for MatMul-heavy models")
+
+
+def tool_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    v = {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}
+    try:
+        import onnxconverter_common
+        v["onnxconverter_common"] = onnxconverter_common.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return v
+
+
+def check_quantizable(path: Path, precision: str, name: str | None = None) -> dict[str, Any]:
+    """Refuse already-quantized models and models whose operators onnxruntime lacks (named)."""
+    import onnx
+
+    from ..modelinfo import onnx_support
+    model = onnx.load(str(path), load_external_data=False)
+    name = name or path.name
+    quant = [n for n in model.graph.node if n.op_type in QUANT_OPS]
+    if quant:
+        raise InputError(f"{name} is already quantized ({len(quant)} {quant[0].op_type} "
+                         "node(s) and more); quantize its fp32 parent instead")
+    fp16 = [i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    if fp16:
+        raise InputError(f"{name} already holds fp16 weights ({len(fp16)} tensors); "
+                         "quantize its fp32 parent instead")
+    from onnxruntime.capi import onnxruntime_pybind11_state as C
+    kernels = [[k.domain, k.op_name, *k.version_range] for k in C.get_all_opkernel_def()
+               if k.provider == "CPUExecutionProvider"]
+    support = onnx_support(str(path), kernels)
+    if not support["supported"]:
+        names = ", ".join(f"{m['op']} (node '{m['node']}')" for m in support["missing"][:5])
+        raise InputError(f"{name} has operators onnxruntime cannot run, so it cannot be "
+                         f"calibrated or checked: {names}")
+    return {"convs": sum(n.op_type == "Conv" for n in model.graph.node),
+            "matmuls": sum(n.op_type in ("MatMul", "Gemm") for n in model.graph.node),
+            "node_names": [n.name for n in model.graph.node],
+            "op_types": sorted({n.op_type for n in model.graph.node})}
+
+
+def model_inputs(path: Path) -> list[dict[str, Any]]:
+    import onnx
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    out = []
+    for v in m.graph.input:
+        if v.name in inits:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        out.append({"name": v.name, "shape": dims})
+    return out
+
+
+def calibration_batches(path: Path, data: Dataset, spec: dict[str, Any] | None, rows: int,
+                        batch: int = 16) -> list[dict[str, np.ndarray]]:
+    """Model-ready calibration feeds: raw rows through the InputSpec (the worker's own code)."""
+    from ..targets.worker import default_spec, prepare_feeds
+
+    inputs = model_inputs(path)
+
+    class _Rt:  # the minimal description prepare_feeds needs
+        pass
+    rt = _Rt()
+    rt.inputs = [{"name": i["name"], "shape": i["shape"], "dtype": "float32"} for i in inputs]
+    n = min(rows, data.n)
+    fixed = any(isinstance(i["shape"][0], int) for i in inputs if i["shape"])
+    step = 1 if fixed else batch
+    out = []
+    for s in range(0, n, step):
+        raw = {}
+        for i in inputs:
+            key = i["name"] if i["name"] in data.x else "x"
+            if key not in data.x:
+                raise InputError(f"{data.path}: no array for input '{i['name']}' (keys: "
+                                 f"{', '.join(data.x)})")
+            raw[i["name"]] = data.x[key][s:s + step]
+        sp = spec or {"*": default_spec(next(iter(raw.values())).dtype,
+                                        inputs[0]["shape"], "float32")}
+        shapes = {i["name"]: [len(next(iter(raw.values())))] + list(i["shape"][1:]) for i in inputs}
+        from ..targets.worker import WorkerFault
+        try:
+            out.append(prepare_feeds(rt, raw, sp, shapes))
+        except WorkerFault as exc:
+            raise InputError(f"calibration data {data.path.name}: {exc}")
+    return out
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over prepared feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._feeds = feeds
+        self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._feeds)
+
+
+@dataclass
+class QuantizePass:
+    precision: str
+    per_channel: bool = True
+    format: str = "qdq"
+    calib_method: str = "minmax"
+    calib: Dataset | None = None
+    calib_rows: int = 200
+    spec: dict[str, Any] | None = None          # worker spec for the calibration data
+    exclude_nodes: list[str] = field(default_factory=list)
+    exclude_ops: list[str] = field(default_factory=list)
+    name: str = "quantize"
+    out_format: str = "onnx"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision {self.precision!r}: ONNX quantization offers "
+                             f"{', '.join(PRECISIONS)} (int16x8 is TFLite only: see convert)")
+        if self.format not in FORMATS:
+            raise InputError(f"--format {self.format!r} must be qdq or qoperator")
+        if self.calib_method not in CALIB_METHODS:
+            raise InputError(f"--calib-method {self.calib_method!r} must be one of "
+                             f"{', '.join(CALIB_METHODS)}")
+        if self.precision == "int8-static" and self.calib is None:
+            raise InputError("int8-static needs calibration data: --calib DATA (train split)")
+        if not 1 <= self.calib_rows <= 100_000:
+            raise InputError(f"--calib-rows {self.calib_rows} is out of range (1 to 100000)")
+
+    def config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"precision": self.precision}
+        if self.precision == "int8-static":
+            cfg.update(per_channel=self.per_channel, format=self.format,
+                       calib_method=self.calib_method, calib_sha256=self.calib.sha256,
+                       calib_rows=min(self.calib_rows, self.calib.n), spec=self.spec,
+                       activation_type="int8", weight_type="int8")
+        elif self.precision == "int8-dynamic":
+            cfg.update(per_channel=self.per_channel, weight_type="uint8")
+        else:
+            cfg.update(keep_io_types=True)
+        if self.exclude_nodes:
+            cfg["exclude_nodes"] = sorted(self.exclude_nodes)
+        if self.exclude_ops:
+            cfg["exclude_ops"] = sorted(self.exclude_ops)
+        return cfg
+
+    def tool_versions(self) -> dict[str, str]:
+        return tool_versions()
+
+    def label(self) -> str:
+        if self.precision == "int8-static":
+            s = f"int8-static {self.format} {'per-channel' if self.per_channel else 'per-tensor'}"
+            s += f" {self.calib_method}" if self.calib_method != "minmax" else ""
+        elif self.precision == "int8-dynamic":
+            s = "int8-dynamic" + (" per-channel" if self.per_channel else "")
+        else:
+            s = "fp16"
+        if self.exclude_nodes or self.exclude_ops:
+            s += " mixed"
+        return s
+
+    # -- running ------------------------------------------------------------------------------
+    def _excluded(self, path: Path, facts: dict[str, Any]) -> list[str]:
+        unknown = [n for n in self.exclude_nodes if n not in facts["node_names"]]
+        if unknown:
+            raise InputError(f"--exclude-nodes: no node named {', '.join(unknown)} in the model")
+        bad_ops = [o for o in self.exclude_ops if o not in facts["op_types"]]
+        if bad_ops:
+            raise InputError(f"--exclude-ops: the model has no {', '.join(bad_ops)} nodes "
+                             f"(it has {', '.join(facts['op_types'])})")
+        import onnx
+        m = onnx.load(str(path), load_external_data=False)
+        return sorted(set(self.exclude_nodes) | {n.name for n in m.graph.node
+                                                 if n.op_type in self.exclude_ops})
+
+    def run(self, parent: Variant, out_path: Path) -> dict[str, Any]:
+        facts = check_quantizable(parent.path, self.precision, f"{parent.short_id} ({parent.label})")
+        notes: list[str] = []
+        excluded = self._excluded(parent.path, facts)
+        if self.precision == "fp16":
+            import onnx
+            from onnxconverter_common import float16
+            m = onnx.load(str(parent.path))
+            m16 = float16.convert_float_to_float16(m, keep_io_types=True,
+                                                   node_block_list=excluded or None)
+            onnx.save(m16, str(out_path))
+            return {"notes": notes}
+        from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                              quantize_dynamic, quantize_static)
+        pre = out_path.with_name("preprocessed.onnx")
+        try:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+            quant_pre_process(str(parent.path), str(pre), skip_symbolic_shape=False)
+            src = pre
+        except Exception as exc:  # pre-processing is an optimisation; quantization works without
+            notes.append(f"quantization pre-processing skipped: {str(exc).splitlines()[0][:160]}")
+            src = parent.path
+        if self.precision == "int8-dynamic":
+            if facts["convs"]:
+                notes.append(DYNAMIC_SLOW_NOTE)
+            quantize_dynamic(str(src), str(out_path), per_channel=self.per_channel,
+                             weight_type=QuantType.QUInt8, nodes_to_exclude=excluded or None)
+        else:
+            feeds = calibration_batches(parent.path, self.calib, self.spec, self.calib_rows)
+            method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                      "percentile": CalibrationMethod.Percentile}[self.calib_method]
+            quantize_static(
+                str(src), str(out_path), _Reader(feeds),
+                quant_format=QuantFormat.QDQ if self.format == "qdq" else QuantFormat.QOperator,
+                per_channel=self.per_channel, activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8, calibrate_method=method,
+                nodes_to_exclude=excluded or None,
+                calibration_providers=["CPUExecutionProvider"])
+        pre.unlink(missing_ok=True)
+        for leftover in out_path.parent.glob("*.onnx.data"):
+            leftover.unlink()
+        return {"notes": notes, "extra": {"excluded_nodes": excluded}}
