@@ -168,8 +168,10 @@ def canny(img: np.ndarray, low: float, high: float) -> np.ndarray:
     from scipy import ndimage
 
     f = img.astype(F32)
-    gx = ndimage.sobel(f, axis=2, mode="nearest")
-    gy = ndimage.sobel(f, axis=1, mode="nearest")
+    # ndimage.sobel would also smooth across the batch axis: build it from 1-D passes instead
+    diff, smooth = np.array([-1, 0, 1], dtype=F32), np.array([1, 2, 1], dtype=F32)
+    gx = ndimage.correlate1d(ndimage.correlate1d(f, diff, axis=2, mode="nearest"), smooth, axis=1, mode="nearest")
+    gy = ndimage.correlate1d(ndimage.correlate1d(f, diff, axis=1, mode="nearest"), smooth, axis=2, mode="nearest")
     mag = np.abs(gx) + np.abs(gy)
     p = np.pad(mag, ((0, 0), (1, 1), (1, 1)))
     c = p[:, 1:-1, 1:-1]

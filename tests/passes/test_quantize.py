@@ -1,0 +1,208 @@
+"""Real quantization (onnxruntime.quantization, onnxconverter-common) of the demo model and of a
+MobileNet-like net; cache reuse; fidelity; sensitivity; bad inputs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeprof.cli import cli
+from edgeprof.demo import demo_paths
+from edgeprof.measure.fidelity import output_metrics
+from edgeprof.passes.base import PASS_CALLS
+from edgeprof.variants.cache import Cache
+from tests import tiny_models
+
+D = demo_paths()
+
+
+def q(cache: Path, *args: str):
+    return CliRunner().invoke(cli, ["quantize", *args, "--cache-dir", str(cache)])
+
+
+def _record(cache: Path, args: list[str], tmp_path: Path) -> dict:
+    out = tmp_path / "v.json"
+    r = q(cache, *args, "--json", str(out))
+    assert r.exit_code == 0, r.output
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.parametrize("extra,min_agree", [
+    (["--precision", "int8-static", "--per-channel"], 0.97),
+    (["--precision", "int8-static", "--per-tensor"], 0.95),
+    (["--precision", "int8-static", "--format", "qoperator", "--calib-method", "entropy"], 0.95),
+    (["--precision", "int8-dynamic"], 0.97),
+    (["--precision", "fp16"], 0.995),
+])
+def test_demo_model_quantizes_with_high_fidelity(cache_dir, tmp_path, extra, min_agree):
+    v = _record(cache_dir, [str(D["onnx"]), *extra, "--calib", str(D["calib"]), "--data",
+                            str(D["eval"]), "--preprocess", str(D["preprocess"]),
+                            "--fidelity-rows", "300"], tmp_path)
+    fid = v["fidelity"]
+    assert fid["rows"] == 300 and fid["data_role"] == "evaluation"
+    m = fid["vs_root"]["logits"]
+    assert m["top1_agreement"] >= min_agree and m["cosine_mean"] > 0.99
+    assert not m["exact"] and m["sqnr_db"] > (50 if "fp16" in extra else 20)
+    assert v["parent"] == v["root"] and v["input_spec"]["layout"] == "NCHW"
+    size = (cache_dir / "variants" / v["id"] / "model.onnx").stat().st_size
+    assert size < D["onnx"].stat().st_size  # int8 and fp16 weights are smaller
+    if "int8-dynamic" in extra:
+        assert any("ConvInteger" in n for n in v["notes"])
+
+
+def test_second_identical_request_runs_no_pass(cache_dir, tmp_path):
+    args = [str(D["onnx"]), "--precision", "int8-static", "--calib", str(D["calib"]),
+            "--calib-rows", "50", "--preprocess", str(D["preprocess"])]
+    before = PASS_CALLS["quantize"]
+    a = _record(cache_dir, args, tmp_path)
+    assert PASS_CALLS["quantize"] == before + 1
+    r = q(cache_dir, *args)
+    assert r.exit_code == 0 and "reused from the cache" in r.output
+    assert PASS_CALLS["quantize"] == before + 1
+    # a different calibration row count is a different variant
+    b = _record(cache_dir, args[:-4] + ["--calib-rows", "60", "--preprocess", str(D["preprocess"])],
+                tmp_path)
+    assert PASS_CALLS["quantize"] == before + 2 and a["id"] != b["id"]
+
+
+def test_family_tree_and_lineage(cache_dir, tmp_path):
+    v = _record(cache_dir, [str(D["onnx"]), "--precision", "fp16"], tmp_path)
+    r = CliRunner().invoke(cli, ["variants", v["id"][:10], "--cache-dir", str(cache_dir)])
+    assert r.exit_code == 0, r.output
+    assert v["id"][:12] in r.output and v["root"][:12] in r.output and "<- this" in r.output
+    lineage = Cache(cache_dir).lineage(Cache(cache_dir).get(v["id"]))
+    assert [x.id for x in lineage] == [v["root"], v["id"]]
+
+
+@pytest.fixture(scope="module")
+def mobilenet(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mn")
+    rng = np.random.default_rng(0)
+    # smooth random images (block-upsampled noise) so classes differ between samples
+    def images(n):
+        small = rng.integers(0, 256, (n, 4, 4, 3)).astype(np.float32)
+        return np.repeat(np.repeat(small, 8, axis=1), 8, axis=2).astype(np.uint8)
+    np.savez(d / "calib.npz", x=images(64))
+    np.savez(d / "eval.npz", x=images(64))
+    tiny_models.mobilenet_like(d / "mn.onnx")
+    tiny_models.mobilenet_like(d / "mn_damaged.onnx", damage="pw1")
+    return d
+
+
+def test_mobilenet_like_static_int8(mobilenet, tmp_path):
+    v = _record(tmp_path / "c", [str(mobilenet / "mn.onnx"), "--precision", "int8-static",
+                                  "--calib", str(mobilenet / "calib.npz"), "--data",
+                                  str(mobilenet / "eval.npz")], tmp_path)
+    m = v["fidelity"]["vs_root"]["logits"]
+    assert m["cosine_mean"] > 0.99 and m["sqnr_db"] > 20
+
+
+def test_sensitivity_ranks_the_damaged_layer_first(mobilenet, tmp_path):
+    v = _record(tmp_path / "c", [str(mobilenet / "mn_damaged.onnx"), "--precision", "int8-static",
+                                  "--per-tensor", "--calib", str(mobilenet / "calib.npz"), "--data",
+                                  str(mobilenet / "eval.npz"), "--sensitivity"], tmp_path)
+    ranks = v["extra"]["sensitivity"]
+    assert ranks[0]["node"] == "pw1"
+    assert {r["node"] for r in ranks} == {"stem", "dw1", "pw1", "dw2", "pw2", "fc"}
+    assert ranks[0]["sqnr_db"] + 10 < ranks[1]["sqnr_db"]
+    # keeping the culprit in float makes the int8 model closer to fp32
+    fixed = _record(tmp_path / "c", [str(mobilenet / "mn_damaged.onnx"), "--precision",
+                                      "int8-static", "--per-tensor", "--calib",
+                                      str(mobilenet / "calib.npz"), "--data",
+                                      str(mobilenet / "eval.npz"), "--exclude-nodes", "pw1"], tmp_path)
+    whole = _record(tmp_path / "c", [str(mobilenet / "mn_damaged.onnx"), "--precision",
+                                      "int8-static", "--per-tensor", "--calib",
+                                      str(mobilenet / "calib.npz"), "--data",
+                                      str(mobilenet / "eval.npz")], tmp_path)
+    assert fixed["fidelity"]["vs_root"]["logits"]["sqnr_db"] > \
+        whole["fidelity"]["vs_root"]["logits"]["sqnr_db"] + 2
+    assert fixed["extra"]["excluded_nodes"] == ["pw1"] and "mixed" in fixed["label"]
+
+
+def test_fidelity_metrics_against_hand_computed_values():
+    ref = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    test = np.array([[1.0, 0.5], [0.0, 2.0], [4.0, 3.0]])
+    m = output_metrics(ref, test)
+    assert m["n"] == 3
+    assert m["top1_agreement"] == pytest.approx(2 / 3)       # row 3 flips 4>3 to 3<4
+    cos1 = 1.0 / np.sqrt(1.25)                                # (1,0).(1,.5)/(1*sqrt(1.25))
+    cos3 = 24.0 / 25.0                                        # (3,4).(4,3)/(5*5)
+    assert m["cosine_mean"] == pytest.approx((cos1 + 1.0 + cos3) / 3)
+    assert m["cosine_min"] == pytest.approx(cos1)
+    assert m["max_abs_error"] == pytest.approx(1.0)
+    assert m["mean_abs_error"] == pytest.approx(2.5 / 6)
+    assert m["relative_max_error"] == pytest.approx(1.0 / 4.0)
+    assert m["sqnr_db"] == pytest.approx(10 * np.log10(30.0 / 2.25))  # 1+4+9+16 / (.25+1+1)
+    exact = output_metrics(ref, ref)
+    assert exact["exact"] and exact["sqnr_db"] is None and exact["top1_agreement"] == 1.0
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+def _staging_dirs(cache: Path) -> list[str]:
+    d = cache / "variants"
+    return [p.name for p in d.iterdir() if p.name.startswith(".")] if d.exists() else []
+
+
+def _bad_cases(tmp_path: Path, models_dir: Path) -> dict:
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "wrongshape.npz", x=rng.integers(0, 255, (10, 20, 20, 1), dtype=np.uint8))
+    np.savez(tmp_path / "f64.npz", x=np.zeros((10, 28, 28, 1), np.float64))
+    np.savez(tmp_path / "nan.npz", x=np.full((10, 28, 28, 1), np.nan, np.float32))
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 28, 28, 1), np.uint8))
+    onnx_, calib, ev = str(D["onnx"]), str(D["calib"]), str(D["eval"])
+    return {
+        "calib wrong shape": ([onnx_, "--precision", "int8-static", "--calib",
+                               str(tmp_path / "wrongshape.npz")], "but the model expects"),
+        "calib float64": ([onnx_, "--precision", "int8-static", "--calib", str(tmp_path / "f64.npz")],
+                          "dtype float64"),
+        "calib nan": ([onnx_, "--precision", "int8-static", "--calib", str(tmp_path / "nan.npz")],
+                      "NaN or inf"),
+        "calib empty": ([onnx_, "--precision", "int8-static", "--calib", str(tmp_path / "empty.npz")],
+                        "no rows"),
+        "calib overlaps eval": ([onnx_, "--precision", "int8-static", "--calib", ev, "--data", ev],
+                                "leakage"),
+        "static without calib": ([onnx_, "--precision", "int8-static"], "needs calibration data"),
+        "unsupported op": ([str(models_dir / "unsup.onnx"), "--precision", "int8-dynamic"],
+                           "Frobnicate"),
+        "unknown node": ([onnx_, "--precision", "int8-static", "--calib", calib, "--exclude-nodes",
+                          "nope"], "no node named nope"),
+        "unknown op": ([onnx_, "--precision", "int8-static", "--calib", calib, "--exclude-ops",
+                        "LSTM"], "has no LSTM nodes"),
+        "tflite": ([str(Path(__file__).parents[1] / "fixtures/tflite/tiny_cnn_fp32.tflite"),
+                    "--precision", "fp16"], "takes an ONNX model"),
+        "calib rows": ([onnx_, "--precision", "int8-static", "--calib", calib, "--calib-rows", "0"],
+                       "--calib-rows 0"),
+    }
+
+
+@pytest.mark.parametrize("case", ["calib wrong shape", "calib float64", "calib nan", "calib empty",
+                                  "calib overlaps eval", "static without calib", "unsupported op",
+                                  "unknown node", "unknown op", "tflite", "calib rows"])
+def test_bad_input_one_line_and_nothing_half_written(case, tmp_path, models_dir):
+    args, fragment = _bad_cases(tmp_path, models_dir)[case]
+    cache = tmp_path / "c"
+    r = q(cache, *args)
+    assert r.exit_code == 1, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], r.output
+    assert _staging_dirs(cache) == []
+    # only roots may exist: no variant was committed
+    assert all(v.parent is None for v in Cache(cache).all())
+
+
+def test_already_quantized_model_is_refused(cache_dir, tmp_path):
+    v = _record(cache_dir, [str(D["onnx"]), "--precision", "int8-dynamic"], tmp_path)
+    r = q(cache_dir, v["id"][:12], "--precision", "int8-dynamic")
+    assert r.exit_code == 1 and "already quantized" in r.output and "fp32 parent" in r.output
+    f = _record(cache_dir, [str(D["onnx"]), "--precision", "fp16"], tmp_path)
+    r = q(cache_dir, f["id"][:12], "--precision", "fp16")
+    assert r.exit_code == 1 and "already holds fp16" in r.output
