@@ -18,14 +18,21 @@ class ModelRef:
     sha256: str           # root variant id: sha256 of the file's bytes
     model_bytes: int
     zlib_bytes: int       # what the file costs to ship compressed (zlib level 6)
+    variant_id: str | None = None   # the lineage id when the file is a cached variant
+    label: str | None = None        # the variant's readable name
+
+    @property
+    def id(self) -> str:
+        """The variant id: a cached variant's lineage hash, else the file's sha256 (a root)."""
+        return self.variant_id or self.sha256
 
     @property
     def short_id(self) -> str:
-        return self.sha256[:12]
+        return self.id[:12]
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.label or self.path.name
 
 
 def _looks_like_onnx(data: bytes) -> bool:
@@ -37,7 +44,8 @@ def _looks_like_onnx(data: bytes) -> bool:
     return len(m.graph.node) > 0 or len(m.graph.input) > 0
 
 
-def open_model(path: str | Path) -> ModelRef:
+def open_model(path: str | Path, variant_id: str | None = None,
+               label: str | None = None) -> ModelRef:
     """Check that ``path`` is a readable ONNX or TFLite model; one-line errors otherwise."""
     p = Path(path)
     if not p.exists():
@@ -70,4 +78,5 @@ def open_model(path: str | Path) -> ModelRef:
         if not m.graph.node and not m.graph.output:
             raise InputError(f"{p}: not a valid ONNX or TFLite model (no graph found)")
     return ModelRef(path=p.resolve(), format=fmt, sha256=hashlib.sha256(data).hexdigest(),
-                    model_bytes=len(data), zlib_bytes=len(zlib.compress(data, 6)))
+                    model_bytes=len(data), zlib_bytes=len(zlib.compress(data, 6)),
+                    variant_id=variant_id, label=label)

@@ -24,29 +24,40 @@ import click
 @click.option("--op-profile", is_flag=True, help="Per-operator-type time (separate session).")
 @click.option("--cold-starts", default=3, show_default=True, type=click.IntRange(0, 100),
               help="Fresh processes timed from spawn to first result (0: skip).")
-@click.option("--target", default="local", show_default=True)
+@click.option("--target", "target_names", multiple=True, default=("local",), show_default=True,
+              metavar="NAME", help="Where to run: local, or a board's target file NAME.toml "
+              "(repeatable: boards run at once, targets on one host one after another).")
+@click.option("--targets-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Look for target files here first (then ./targets, then the user config dir).")
+@click.option("--accept-new-host-key", is_flag=True,
+              help="First contact with a board: record its host key in the target's known_hosts "
+                   "(a changed key is always refused).")
+@click.option("--affinity", metavar="CPUS",
+              help="Pin the worker on the board to these CPUs, e.g. 0-3 (overrides the file).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of synthetic inputs.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write records as JSON.")
 @click.option("--results", type=click.Path(path_type=Path),
               help="Append records to this JSON Lines file; keys already there are skipped.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Variant cache (for id prefixes).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.pass_context
 def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: str,
             shapes: tuple[str, ...], data: Path | None, preprocess: Path | None, min_time: str,
             min_runs: int, max_runs: int, warmup_max_time: str, runtime: str, op_profile: bool,
-            cold_starts: int,
-            target: str, seed: int, json_out: Path | None, results: Path | None,
-            quiet: bool) -> None:
+            cold_starts: int, target_names: tuple[str, ...], targets_dir: Path | None,
+            accept_new_host_key: bool, affinity: str | None, seed: int,
+            json_out: Path | None, results: Path | None, cache_dir: Path | None, quiet: bool) -> None:
     """Measure latency (percentiles with confidence intervals), cold start and memory of MODELS
     (.onnx or .tflite). Several models or thread counts are measured in interleaved rounds."""
     from ..data import load_npz
     from ..errors import InputError
     from ..inputspec import load_spec
-    from ..measure.profiler import Profiler, Settings
-    from ..models import open_model
+    from ..measure.profiler import Settings
+    from ..variants.family import resolve_models
     from ..report.terminal import print_records, terminal_console
     from ..results import ResultStore, check_writable, write_json
     from ..targets import get_target
+    from ..targets.config import parse_cpus
     from ..units import parse_duration_s, parse_int_list, parse_shape
     from .progress import progress_bar
 
@@ -68,18 +79,21 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
         raise InputError("--preprocess applies to --data; give --data too")
     if json_out:
         check_writable(json_out, "--json")
-    refs = [open_model(m) for m in models]
+    refs = resolve_models(models, cache_dir)
     ds = load_npz(data) if data else None
     spec = load_spec(preprocess) if preprocess else None
     store = ResultStore(results)
-    tgt = get_target(target)
+    cpus = parse_cpus(affinity, "--affinity") if affinity else None
+    names = list(dict.fromkeys(target_names or ("local",)))
+    tgts = [get_target(n, targets_dir=targets_dir, accept_new_host_key=accept_new_host_key,
+                       affinity=cpus) for n in names]
+    threads_given = ctx.get_parameter_source("threads") is not click.core.ParameterSource.DEFAULT
     console = terminal_console()
+    ctx.edgeprof_interrupt_note = (f"records measured so far are in {results}; rerun the "
+                                   "same command to resume" if results else
+                                   "nothing was saved (use --results FILE to keep records)")
     with progress_bar(quiet) as prog:
-        profiler = Profiler(tgt, s, store=store, data=ds, spec=spec, progress=prog)
-        ctx.edgeprof_interrupt_note = (f"records measured so far are in {results}; rerun the "
-                                       "same command to resume" if results else
-                                       "nothing was saved (use --results FILE to keep records)")
-        records, skipped = profiler.run(refs)
+        records, skipped = _run_targets(tgts, s, threads_given, refs, store, ds, spec, prog)
     for label in skipped:
         console.print(f"  skipped (already in {results}): {label}", highlight=False)
     print_records(records, console)
@@ -93,3 +107,53 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
                 click.echo(f"error: {r['error']}", err=True)
         raise InputError(errors[0]["error"] if total == 1 else
                          f"{len(errors)} of {total} configurations failed; first: {errors[0]['error']}")
+
+
+def _run_targets(tgts: list, s, threads_given: bool, refs: list, store, ds, spec,
+                 prog) -> tuple[list, list]:
+    """One Profiler per target: different boards at once, targets on one host one after another,
+    each appending its records as they finish. A board that fails yields error records; the
+    others carry on."""
+    from ..targets import LockedStore, run_per_target
+
+    if len(tgts) == 1:
+        return _profile_one(tgts[0], s, threads_given, refs, store, ds, spec, prog)
+    shared = LockedStore(store)
+    fracs = {t.name: 0.0 for t in tgts}
+
+    def progress_for(name: str):
+        def update(desc: str, frac: float) -> None:
+            fracs[name] = frac
+            prog(f"{name}: {desc}", sum(fracs.values()) / len(fracs))
+        return update
+
+    try:
+        outs = run_per_target(tgts, lambda t: _profile_one(
+            t, s, threads_given, refs, shared, ds, spec, progress_for(t.name)))
+    except KeyboardInterrupt:
+        for t in tgts:  # the other threads' workers fail at once, so they stop
+            getattr(t, "close", lambda: None)()
+        raise
+    records: list = []
+    skipped: list = []
+    for t, out in zip(tgts, outs):
+        if isinstance(out, BaseException):
+            raise out
+        records += out[0]
+        skipped += [f"{t.name}: {label}" for label in out[1]]
+    return records, skipped
+
+
+def _profile_one(tgt, s, threads_given: bool, refs: list, store, ds, spec,
+                 prog) -> tuple[list, list]:
+    """A target file's threads apply unless --threads was given."""
+    import dataclasses
+
+    from ..measure.profiler import Profiler
+
+    if getattr(tgt, "threads", None) and not threads_given:
+        s = dataclasses.replace(s, threads=tuple(tgt.threads))
+    try:
+        return Profiler(tgt, s, store=store, data=ds, spec=spec, progress=prog).run(refs)
+    finally:
+        getattr(tgt, "close", lambda: None)()

@@ -103,7 +103,7 @@ class Profiler:
 
     # -- public -------------------------------------------------------------------------------
     def key(self, model: ModelRef, threads: int, batch: int) -> tuple:
-        return (model.sha256, self.target.name, threads, batch, "latency",
+        return (model.id, self.target.name, threads, batch, "latency",
                 self.data.sha256 if self.data else None)
 
     def run(self, models: list[ModelRef]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -258,9 +258,9 @@ class Profiler:
 
     # -- records ------------------------------------------------------------------------------
     def _base(self, r: _Run) -> dict[str, Any]:
-        return dict(variant_id=r.model.sha256, target=self.target.name, threads=r.threads,
+        return dict(variant_id=r.model.id, target=self.target.name, threads=r.threads,
                     batch=r.batch, data_sha256=self.data.sha256 if self.data else None,
-                    model={"name": r.model.name, "path": str(r.model.path),
+                    model={"name": r.model.name, "path": str(r.model.path), "sha256": r.model.sha256,
                            "format": r.model.format, "model_bytes": r.model.model_bytes,
                            "zlib_bytes": r.model.zlib_bytes})
 

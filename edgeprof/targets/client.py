@@ -60,7 +60,11 @@ class SubprocessTransport:
             return ""
 
     def returncode(self) -> int | None:
-        return self.proc.poll()
+        """Exit status; the output just closed, so give the process a moment to be reaped."""
+        try:
+            return self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return None
 
     def kill(self) -> None:
         if self.proc.poll() is None:

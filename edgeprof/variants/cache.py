@@ -141,15 +141,26 @@ class Cache:
         return v
 
     def resolve(self, arg: str | Path) -> tuple[ModelRef, Variant | None]:
-        """MODEL arguments accept a path or an id prefix."""
+        """MODEL arguments accept a path or an id prefix. A file inside the cache, or a file
+        whose bytes are a cached root, resolves to its variant."""
         p = Path(arg)
         if p.exists():
+            v = None
+            try:
+                rel = p.resolve().relative_to(self.variants_dir.resolve())
+                v = self.get(rel.parts[0])
+            except ValueError:
+                pass
             ref = open_model(p)
-            return ref, self.get(ref.sha256)
+            v = v or self.get(ref.sha256)
+            return (open_model(p, v.id, v.label) if v else ref), v
         if os.sep in str(arg) or "." in Path(str(arg)).name:
             open_model(p)  # raises the usual "no such file"
         v = self.find(str(arg))
-        return open_model(v.path), v
+        return open_model(v.path, v.id, v.label), v
+
+    def ref(self, v: Variant) -> ModelRef:
+        return open_model(v.path, v.id, v.label)
 
     def lineage(self, v: Variant) -> list[Variant]:
         """From the root down to ``v``."""

@@ -30,3 +30,9 @@ def spec_for_worker(input_spec: dict[str, Any] | None, raw_dtype: str = "uint8")
     if input_spec is None:
         return None
     return worker_spec(InputSpec.from_dict(input_spec), raw_dtype)
+
+
+def resolve_models(args: list[str] | tuple[str, ...], cache_dir: Path | None = None) -> list:
+    """MODEL arguments (paths or variant id prefixes) -> ModelRefs carrying variant ids."""
+    cache = Cache(cache_dir)
+    return [cache.resolve(a)[0] for a in args]
