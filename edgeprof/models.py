@@ -20,6 +20,7 @@ class ModelRef:
     zlib_bytes: int       # what the file costs to ship compressed (zlib level 6)
     variant_id: str | None = None   # the lineage id when the file is a cached variant
     label: str | None = None        # the variant's readable name
+    root_id: str | None = None      # the family's root (the file itself when it is a root)
 
     @property
     def id(self) -> str:
@@ -45,7 +46,7 @@ def _looks_like_onnx(data: bytes) -> bool:
 
 
 def open_model(path: str | Path, variant_id: str | None = None,
-               label: str | None = None) -> ModelRef:
+               label: str | None = None, root_id: str | None = None) -> ModelRef:
     """Check that ``path`` is a readable ONNX or TFLite model; one-line errors otherwise."""
     p = Path(path)
     if not p.exists():
@@ -79,4 +80,4 @@ def open_model(path: str | Path, variant_id: str | None = None,
             raise InputError(f"{p}: not a valid ONNX or TFLite model (no graph found)")
     return ModelRef(path=p.resolve(), format=fmt, sha256=hashlib.sha256(data).hexdigest(),
                     model_bytes=len(data), zlib_bytes=len(zlib.compress(data, 6)),
-                    variant_id=variant_id, label=label)
+                    variant_id=variant_id, label=label, root_id=root_id)

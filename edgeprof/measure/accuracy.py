@@ -52,7 +52,7 @@ def accuracy_record(model: ModelRef, target: str, threads: int, data: Dataset,
     if data.y is None:
         raise InputError(f"{data.path}: has no labels 'y'; accuracy needs them")
     res = top1(logits, data.y[: len(logits)])
-    return new_record("accuracy", variant_id=model.id, target=target, threads=threads,
+    return new_record("accuracy", variant_id=model.id, root_id=model.root_id or model.id, target=target, threads=threads,
                       batch=None, data_sha256=data.sha256,
                       model={"name": model.name, "path": str(model.path), "format": model.format,
                              "model_bytes": model.model_bytes, "zlib_bytes": model.zlib_bytes},

@@ -258,7 +258,8 @@ class Profiler:
 
     # -- records ------------------------------------------------------------------------------
     def _base(self, r: _Run) -> dict[str, Any]:
-        return dict(variant_id=r.model.id, target=self.target.name, threads=r.threads,
+        return dict(variant_id=r.model.id, root_id=r.model.root_id or r.model.id,
+                    target=self.target.name, threads=r.threads,
                     batch=r.batch, data_sha256=self.data.sha256 if self.data else None,
                     model={"name": r.model.name, "path": str(r.model.path), "sha256": r.model.sha256,
                            "format": r.model.format, "model_bytes": r.model.model_bytes,

@@ -1,0 +1,1 @@
+"""The main job: a sweep plan, its runner, and the decisions (frontier, recommendation, gate)."""

@@ -1,0 +1,90 @@
+"""Result records -> one flat row per (variant, target): the numbers decisions are made on.
+
+Every value carries its interval where one exists (``*_ci``) and its n, so decisions can respect
+noise. Drops are relative to a baseline row (the fp32 root of the family by default)."""
+from __future__ import annotations
+
+from typing import Any
+
+ALIASES = {"latency": "p50_s", "p50": "p50_s", "p99": "p99_s", "peak_rss": "peak_rss_bytes",
+           "memory": "peak_rss_bytes", "size": "model_bytes", "model_size": "model_bytes",
+           "accuracy": "accuracy", "mca": "mean_corruption_accuracy",
+           "corruption_accuracy": "mean_corruption_accuracy"}
+
+
+def build_rows(records: list[dict[str, Any]], threads: int | None = None,
+               batch: int | None = 1) -> list[dict[str, Any]]:
+    """Latency at (threads, batch) plus accuracy and robustness of each (variant, target)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def row(rec: dict[str, Any]) -> dict[str, Any]:
+        key = (rec["variant_id"], rec["target"])
+        if key not in rows:
+            m = rec.get("model", {})
+            rows[key] = {"variant_id": rec["variant_id"], "target": rec["target"],
+                         "label": m.get("name", rec["variant_id"][:12]),
+                         "format": m.get("format"), "model_bytes": m.get("model_bytes"),
+                         "zlib_bytes": m.get("zlib_bytes"), "root_id": rec.get("root_id"),
+                         "errors": []}
+        return rows[key]
+
+    lat = [r for r in records if r["kind"] == "latency"
+           and (batch is None or r["batch"] == batch) and (threads is None or r["threads"] == threads)]
+    # with several thread counts and no choice given, keep each variant's fastest setting
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in lat:
+        k = (r["variant_id"], r["target"])
+        if k not in best or r["stats"]["p50_s"] < best[k]["stats"]["p50_s"]:
+            best[k] = r
+    for r in best.values():
+        x = row(r)
+        s = r["stats"]
+        x.update(p50_s=s["p50_s"], p50_ci=s["p50_ci_s"], p99_s=s["p99_s"], p99_ci=s["p99_ci_s"],
+                 n_latency=s["n"], threads=r["threads"], batch=r["batch"],
+                 peak_rss_bytes=r.get("peak_rss_bytes"), runtime=r.get("runtime"),
+                 warnings=[w["code"] for w in r.get("warnings", [])],
+                 samples_s=r["samples_s"])
+        if r.get("root_id"):
+            x["root_id"] = r["root_id"]
+    for r in records:
+        if r["kind"] == "accuracy":
+            x = row(r)
+            x.update(accuracy=r["accuracy"], accuracy_ci=r["accuracy_ci"], n_accuracy=r["n"],
+                     correct=r.get("correct"))
+        elif r["kind"] == "robustness":
+            x = row(r)
+            for k in ("mean_corruption_accuracy", "mean_corruption_accuracy_ci", "mce",
+                      "relative_mce", "ece", "robust_accuracy"):
+                if k in r:
+                    x[k] = r[k]
+            if "mean_corruption_accuracy" in r:
+                x["n_robustness"] = r.get("n")
+        elif r["kind"] == "error":
+            row(r)["errors"].append(r.get("error", ""))
+    return list(rows.values())
+
+
+def add_drops(rows: list[dict[str, Any]], baseline_id: str | None = None) -> str | None:
+    """accuracy_drop and corruption_drop (absolute, as fractions) against the baseline row of the
+    same target: ``baseline_id`` or the row that is its own root. Returns the baseline id."""
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_target.setdefault(r["target"], []).append(r)
+    chosen = baseline_id
+    for target_rows in by_target.values():
+        base = None
+        if baseline_id:
+            base = next((r for r in target_rows if r["variant_id"].startswith(baseline_id)), None)
+        if base is None:
+            base = next((r for r in target_rows if r.get("root_id") == r["variant_id"]), None)
+        if base is None:
+            continue
+        chosen = base["variant_id"]
+        for r in target_rows:
+            if r.get("accuracy") is not None and base.get("accuracy") is not None:
+                r["accuracy_drop"] = base["accuracy"] - r["accuracy"]
+            if r.get("mean_corruption_accuracy") is not None and \
+                    base.get("mean_corruption_accuracy") is not None:
+                r["corruption_drop"] = base["mean_corruption_accuracy"] - r["mean_corruption_accuracy"]
+            r["is_baseline"] = r is base
+    return chosen

@@ -1,0 +1,143 @@
+"""Frontier, recommendation and the regression gate on hand-made points and resampled samples."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeprof.cli import cli
+from edgeprof.errors import InputError
+from edgeprof.results import new_record
+from edgeprof.sweep.frontier import compare_objective, pareto
+from edgeprof.sweep.recommend import parse_requirements, recommend
+
+
+def pt(vid, p50, ci, acc=None, acc_ci=None, rss=100, size=1000, mca=None):
+    return {"variant_id": vid, "target": "local", "label": vid, "p50_s": p50, "p50_ci": ci,
+            "n_latency": 100, "accuracy": acc, "accuracy_ci": acc_ci, "peak_rss_bytes": rss,
+            "model_bytes": size, "mean_corruption_accuracy": mca}
+
+
+def test_overlapping_intervals_are_a_tie_not_dominance():
+    a = pt("a", 1.00, [0.95, 1.05], acc=0.90, acc_ci=[0.88, 0.92])
+    b = pt("b", 1.02, [0.97, 1.07], acc=0.89, acc_ci=[0.87, 0.91])   # worse point values, within CI
+    res = pareto([a, b], objectives=[("p50_s", "min"), ("accuracy", "max")])
+    assert set(res.frontier) == {"a", "b"}
+    assert res.ties == {"a": ["b"], "b": ["a"]}
+
+
+def test_clear_dominance_beyond_intervals():
+    a = pt("a", 1.0, [0.98, 1.02], acc=0.90, acc_ci=[0.88, 0.92])
+    b = pt("b", 2.0, [1.95, 2.05], acc=0.90, acc_ci=[0.88, 0.92])     # slower, same accuracy
+    c = pt("c", 0.5, [0.49, 0.51], acc=0.70, acc_ci=[0.68, 0.72])     # faster, less accurate
+    res = pareto([a, b, c], objectives=[("p50_s", "min"), ("accuracy", "max")])
+    assert set(res.frontier) == {"a", "c"}                            # a trade-off, both kept
+    assert res.dominated_by == {"b": ["a"]}
+
+
+def test_direction_and_missing_metrics():
+    a, b = pt("a", 1.0, [1, 1], size=10), pt("b", 1.0, [1, 1], size=20)
+    assert compare_objective(a, b, "model_bytes", "min") == "better"
+    assert compare_objective(a, b, "model_bytes", "max") == "worse"
+    assert compare_objective(a, b, "mean_corruption_accuracy", "max") is None
+    res = pareto([a, b])  # default objectives; unmeasured ones are ignored
+    assert res.frontier == ["a"] and ("mean_corruption_accuracy", "max") not in res.objectives
+
+
+def test_recommendation_picks_the_fastest_that_meets_everything():
+    rows = [pt("fp32", 2.0, [1.9, 2.1], acc=0.90, rss=300 << 20),
+            pt("int8", 1.0, [0.9, 1.1], acc=0.85, rss=100 << 20),
+            pt("fp16", 1.5, [1.4, 1.6], acc=0.899, rss=200 << 20)]
+    for r in rows:
+        r["accuracy_drop"] = 0.90 - r["accuracy"]
+    rec = recommend(rows, parse_requirements("accuracy_drop<=1%, peak_rss<=256MiB"))
+    assert rec.chosen["variant_id"] == "fp16"
+    assert any("accuracy_drop<=1%" in r for r in rec.reasons)
+    rec = recommend(rows, parse_requirements("accuracy_drop<=0.05%, peak_rss<=128MiB"))
+    assert rec.chosen is None and rec.closest is not None
+    assert rec.closest["variant_id"] in ("fp32", "int8") and rec.missing
+
+
+@pytest.mark.parametrize("text,key,value", [("accuracy_drop<=1%", "accuracy_drop", 0.01),
+                                            ("peak_rss<=256MiB", "peak_rss_bytes", 256 * 2**20),
+                                            ("p50<=5ms", "p50_s", 0.005),
+                                            ("corruption_drop <= 0.02", "corruption_drop", 0.02)])
+def test_parse_requirements(text, key, value):
+    (c,) = parse_requirements(text)
+    assert c.key == key and c.value == pytest.approx(value)
+
+
+@pytest.mark.parametrize("bad", ["accuracy_drop=1%", "speed<=1", "peak_rss<=lots"])
+def test_bad_requirements(bad):
+    with pytest.raises(InputError):
+        parse_requirements(bad)
+
+
+# ---- compare: resampled recorded samples -------------------------------------------------
+
+def _lat(samples, name="m.onnx", vid="v1"):
+    return new_record("latency", variant_id=vid, target="local", threads=1, batch=1,
+                      data_sha256=None, model={"name": name}, samples_s=list(samples),
+                      stats={"p50_s": float(np.median(samples))})
+
+
+def _acc(correct, n=2000, vid="v1"):
+    return new_record("accuracy", variant_id=vid, target="local", threads=1, batch=None,
+                      data_sha256="d", model={"name": "m.onnx"}, n=n, correct=correct,
+                      accuracy=correct / n)
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+@pytest.fixture
+def recorded():
+    """Latency samples of one real run shape: log-normal around 1 ms with a tail."""
+    rng = np.random.default_rng(7)
+    return rng.lognormal(np.log(1e-3), 0.08, 2000)
+
+
+def test_compare_noise_passes(recorded, tmp_path):
+    rng = np.random.default_rng(1)
+    base = _write(tmp_path / "b.jsonl", [_lat(rng.choice(recorded, 1000)), _acc(1800)])
+    new = _write(tmp_path / "n.jsonl", [_lat(rng.choice(recorded, 1000), vid="v2"), _acc(1795, vid="v2")])
+    r = CliRunner().invoke(cli, ["compare", base, new])
+    assert r.exit_code == 0, r.output
+    assert "REGRESSION" not in r.output
+
+
+def test_compare_3x_slowdown_fails(recorded, tmp_path):
+    rng = np.random.default_rng(2)
+    base = _write(tmp_path / "b.jsonl", [_lat(rng.choice(recorded, 1000))])
+    new = _write(tmp_path / "n.jsonl", [_lat(3 * rng.choice(recorded, 1000), vid="v2")])
+    r = CliRunner().invoke(cli, ["compare", base, new])
+    assert r.exit_code == 1 and "REGRESSION" in r.output
+
+
+def test_compare_small_significant_slowdown_within_threshold_passes(recorded, tmp_path):
+    rng = np.random.default_rng(3)
+    base = _write(tmp_path / "b.jsonl", [_lat(rng.choice(recorded, 3000))])
+    new = _write(tmp_path / "n.jsonl", [_lat(1.02 * rng.choice(recorded, 3000), vid="v2")])
+    r = CliRunner().invoke(cli, ["compare", base, new, "--max-latency-increase", "5%"])
+    assert r.exit_code == 0, r.output
+    assert "within threshold" in r.output
+
+
+def test_compare_real_accuracy_drop_fails(tmp_path):
+    base = _write(tmp_path / "b.jsonl", [_acc(1800)])
+    new = _write(tmp_path / "n.jsonl", [_acc(1700, vid="v2")])   # 90 % -> 85 %
+    r = CliRunner().invoke(cli, ["compare", base, new])
+    assert r.exit_code == 1 and "REGRESSION" in r.output
+
+
+def test_compare_bad_input_exit_2(tmp_path):
+    r = CliRunner().invoke(cli, ["compare", str(tmp_path / "x.jsonl"), str(tmp_path / "y.jsonl")])
+    assert r.exit_code == 2 and r.output.startswith("error:")
+    a = _write(tmp_path / "a.jsonl", [_acc(10, n=20)])
+    b = _write(tmp_path / "b.jsonl", [_lat([1e-3] * 5, name="other", vid="zz")])
+    r = CliRunner().invoke(cli, ["compare", a, b])
+    assert r.exit_code == 2 and "nothing to compare" in r.output
