@@ -272,12 +272,10 @@ def resize_matrix(n_out: int, n_in: int) -> np.ndarray:
     if n_out == n_in:
         return np.eye(n_out, dtype=F32)
     m = np.zeros((n_out, n_in), dtype=np.float64)
-    if n_out < n_in:
+    if n_out < n_in:  # weight = overlap of input pixel [j, j+1) with output pixel i's span
         edges = np.arange(n_out + 1) * (n_in / n_out)
-        for i in range(n_out):
-            lo, hi = edges[i], edges[i + 1]
-            j = np.arange(int(math.floor(lo)), min(int(math.ceil(hi)), n_in))
-            m[i, j] = np.minimum(j + 1, hi) - np.maximum(j, lo)
+        j = np.arange(n_in)[None, :]
+        m = np.clip(np.minimum(j + 1, edges[1:, None]) - np.maximum(j, edges[:-1, None]), 0, None)
     else:
         coord = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
         j0 = np.floor(coord).astype(int)
@@ -350,11 +348,6 @@ def box_pixelate(x: np.ndarray, small_h: int, small_w: int) -> np.ndarray:
     h, w = x.shape[1:3]
     small = _box_down(_box_down(x, 1, small_h), 2, small_w)
     return _nearest_up(_nearest_up(small, 1, h), 2, w)
-
-
-def box_pixelate_axis(x: np.ndarray, axis: int, n_small: int) -> np.ndarray:
-    """``box_pixelate`` along one axis only."""
-    return _nearest_up(_box_down(x, axis, n_small), axis, x.shape[axis])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -16,7 +16,11 @@ for the reference's raw pixel constants), so that a 28x28 image gets what the 22
 like downscaled, not an 8x larger blur. In detail:
 
 - Gaussian blur and glass blur sigmas, defocus radius and anti-alias sigma, motion-blur radius and
-  sigma: times ``s``. Glass blur's shuffle distance: ``max(1, round(d * s))`` pixels.
+  sigma: times ``s``. Glass blur's shuffle distance: ``max(1, round(d * s))`` pixels; a pixel is the
+  least it can move, so below ~100 px glass blur is coarser than the downscaled reference.
+- A consequence worth knowing: on very small images (8x8, s = 0.036) the blurs of the lower
+  severities shrink below a pixel and leave the image almost unchanged, as the 224 px corruption
+  would after downscaling; severity still orders the damage.
 - Defocus: the disk is sampled by pixel coverage, not at pixel centres, so that it grows smoothly when
   ``r * s`` is a few pixels or less (a point-sampled disk is one tap below r = 1, five at r = 1).
 - Elastic: sigma and the affine jitter times ``s``; alpha times ``s**2`` (the displacement scales as
@@ -282,11 +286,12 @@ def check_images(images: np.ndarray) -> np.ndarray:
     return x
 
 
-def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int | None = None,
-            spatial_scale: float | None = None) -> np.ndarray:
+def corrupt(images: np.ndarray, name: str, severity: int, *,
+            seed: int | np.random.SeedSequence | None = None, spatial_scale: float | None = None) -> np.ndarray:
     """Apply corruption ``name`` at ``severity`` (1-5) to a float32 NHWC batch in [0, 1].
 
-    ``seed`` seeds numpy's PCG64 for the whole batch (None: fresh entropy). ``spatial_scale``
+    ``seed`` (an int or a SeedSequence) seeds numpy's PCG64 for the whole batch (None: fresh
+    entropy). ``spatial_scale``
     defaults to ``min(H, W) / 224``; pass 1.0 to use the reference's pixel constants unchanged.
     Raises InputError for a bad name, severity or batch, NotApplicable for saturate on grayscale.
     """

@@ -1,0 +1,169 @@
+"""Images per second of edgeprof's corruptions vs a per-image loop of the reference (imagecorruptions).
+
+    python benchmarks/bench_corruptions.py [--rounds 3] [--batch 32] [--severity 3]
+
+Both sides get the same uint8 batches (224x224 RGB and 28x28 grayscale, made from scikit-image's
+sample images shipped in tests/fixtures/corruptions/reference.npz) and return uint8, so edgeprof's
+timing includes its uint8 <-> float32 conversions. The reference runs in its own environment
+(``--reference-python``, default ``$EDGEPROF_IC_PYTHON`` or /tmp/icenv/bin/python, built as
+tests/fixtures/corruptions/make_reference.py describes) as a long-lived subprocess, one
+``corrupt()`` call per image, 28 px images padded to its 32 px minimum. Rounds alternate between the
+two sides so that drift of the machine hits both alike; the median round is reported. The reference
+stops a round after ~0.5 s (glass blur takes about a second per 224 px image).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgeprof.robustness.corruptions import CORRUPTIONS, corrupt, to_float, to_uint8  # noqa: E402
+
+FIXTURE = ROOT / "tests" / "fixtures" / "corruptions" / "reference.npz"
+
+WORKER = r"""
+import json, sys, time, warnings
+import numpy as np
+np.float_ = np.float64                      # imagecorruptions 1.1.2 on numpy 2
+import imagecorruptions.corruptions as ic
+from skimage.filters import gaussian as _g
+def _gauss(*a, multichannel=None, **k):     # and on scikit-image >= 0.19
+    if multichannel:
+        k["channel_axis"] = -1
+    return _g(*a, **k)
+ic.gaussian = _gauss
+from imagecorruptions import corrupt
+warnings.simplefilter("ignore")
+batches = dict(np.load(sys.argv[1]))
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    imgs = batches[req["batch"]]
+    done, t0 = 0, time.perf_counter()
+    for i, img in enumerate(imgs):
+        h, w = img.shape[:2]
+        if h < 32 or w < 32:
+            pad = [(0, max(0, 32 - h)), (0, max(0, 32 - w))] + [(0, 0)] * (img.ndim - 2)
+            img = np.pad(img, pad, mode="reflect")
+        np.random.seed(i)
+        out = corrupt(img, severity=req["severity"], corruption_name=req["name"])[:h, :w]
+        done += 1
+        if time.perf_counter() - t0 > req["budget_s"]:
+            break
+    print(json.dumps({"seconds": time.perf_counter() - t0, "images": done}), flush=True)
+"""
+
+
+def make_batches(n: int) -> dict[str, np.ndarray]:
+    """224x224 RGB and 28x28 grayscale uint8 batches with natural-image content."""
+    from PIL import Image
+
+    with np.load(FIXTURE, allow_pickle=False) as z:
+        rgb, gray = z["clean_rgb"], z["clean_gray"]
+    views = [lambda a: a, lambda a: a[::-1], lambda a: a[:, ::-1], lambda a: np.swapaxes(a, 0, 1)]
+    big = [np.asarray(Image.fromarray(np.ascontiguousarray(views[i % 4](rgb))).resize((224, 224), Image.BICUBIC))
+           for i in range(n)]
+    small = [np.asarray(Image.fromarray(np.ascontiguousarray(views[i % 4](gray))).resize((28, 28), Image.BOX))
+             for i in range(n)]
+    return {"rgb224": np.stack(big), "gray28": np.stack(small)}
+
+
+class Reference:
+    """The reference implementation in its own interpreter, driven over stdin/stdout."""
+
+    def __init__(self, python: str, batches: dict[str, np.ndarray]):
+        self.tmp = tempfile.TemporaryDirectory()
+        data = Path(self.tmp.name) / "batches.npz"
+        np.savez(data, **batches)
+        script = Path(self.tmp.name) / "worker.py"
+        script.write_text(WORKER)
+        self.proc = subprocess.Popen([python, str(script), str(data)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        json.loads(self.proc.stdout.readline())
+
+    def images_per_s(self, batch: str, name: str, severity: int) -> float:
+        self.proc.stdin.write(json.dumps({"batch": batch, "name": name, "severity": severity, "budget_s": 0.5}) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.proc.stdout.readline())
+        return reply["images"] / reply["seconds"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        self.tmp.cleanup()
+
+
+def ours_images_per_s(images: np.ndarray, name: str, severity: int) -> float:
+    t0 = time.perf_counter()
+    to_uint8(corrupt(to_float(images), name, severity, seed=0))
+    return len(images) / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--severity", type=int, default=3)
+    ap.add_argument("--reference-python", default=os.environ.get("EDGEPROF_IC_PYTHON", "/tmp/icenv/bin/python"))
+    args = ap.parse_args(argv)
+
+    batches = make_batches(args.batch)
+    ref = None
+    if Path(args.reference_python).exists():
+        ref = Reference(args.reference_python, batches)
+    else:
+        print(f"note: no reference interpreter at {args.reference_python}; timing edgeprof only "
+              "(build it as tests/fixtures/corruptions/make_reference.py describes)")
+
+    results: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for key, images in batches.items():
+        for name in CORRUPTIONS:
+            if name == "saturate" and images.ndim == 3:
+                continue
+            grayscale = images[..., None] if images.ndim == 3 else images
+            ours_images_per_s(grayscale[:2], name, args.severity)  # warm caches (zoom operator, frost)
+            rec = results.setdefault((key, name), {"ours": [], "ref": []})
+            for r in range(args.rounds):  # interleaved, alternating who goes first
+                order = ["ours", "ref"] if r % 2 == 0 else ["ref", "ours"]
+                for side in order:
+                    if side == "ours":
+                        rec["ours"].append(ours_images_per_s(grayscale, name, args.severity))
+                    elif ref is not None:
+                        rec["ref"].append(ref.images_per_s(key, name, args.severity))
+    if ref is not None:
+        ref.close()
+
+    print(f"\ncorruption speed, severity {args.severity}, batches of {args.batch}, median of {args.rounds} "
+          "interleaved rounds (images/s; edgeprof includes uint8 <-> float32)")
+    for key in batches:
+        print(f"\n{key}\n{'corruption':20s} {'edgeprof':>10s} {'reference':>10s} {'speed-up':>9s}")
+        logs = []
+        for name in CORRUPTIONS:
+            rec = results.get((key, name))
+            if rec is None:
+                continue
+            ours = statistics.median(rec["ours"])
+            if rec["ref"]:
+                theirs = statistics.median(rec["ref"])
+                logs.append(math.log(ours / theirs))
+                print(f"{name:20s} {ours:10.0f} {theirs:10.1f} {ours / theirs:8.1f}x")
+            else:
+                print(f"{name:20s} {ours:10.0f} {'-':>10s} {'-':>9s}")
+        if logs:
+            print(f"{'geometric mean':20s} {'':10s} {'':10s} {math.exp(sum(logs) / len(logs)):8.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Robustness: image corruptions (ImageNet-C), perturbations of other inputs, and their evaluation."""
