@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
@@ -21,6 +21,8 @@ class ModelRef:
     variant_id: str | None = None   # the lineage id when the file is a cached variant
     label: str | None = None        # the variant's readable name
     root_id: str | None = None      # the family's root (the file itself when it is a root)
+    # the variant's InputSpec (conventions: inherited from the parent, recorded per variant)
+    input_spec: dict | None = field(default=None, hash=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -46,7 +48,8 @@ def _looks_like_onnx(data: bytes) -> bool:
 
 
 def open_model(path: str | Path, variant_id: str | None = None,
-               label: str | None = None, root_id: str | None = None) -> ModelRef:
+               label: str | None = None, root_id: str | None = None,
+               input_spec: dict | None = None) -> ModelRef:
     """Check that ``path`` is a readable ONNX or TFLite model; one-line errors otherwise."""
     p = Path(path)
     if not p.exists():
@@ -80,4 +83,4 @@ def open_model(path: str | Path, variant_id: str | None = None,
             raise InputError(f"{p}: not a valid ONNX or TFLite model (no graph found)")
     return ModelRef(path=p.resolve(), format=fmt, sha256=hashlib.sha256(data).hexdigest(),
                     model_bytes=len(data), zlib_bytes=len(zlib.compress(data, 6)),
-                    variant_id=variant_id, label=label, root_id=root_id)
+                    variant_id=variant_id, label=label, root_id=root_id, input_spec=input_spec)

@@ -143,9 +143,12 @@ class Profiler:
 
     def _load_args(self, r: _Run) -> dict[str, Any]:
         raw_dtype = next(iter(self.data.x.values())).dtype.name if self.data else "float32"
+        spec = self.spec
+        if spec is None and r.model.input_spec is not None and self.data is not None:
+            spec = InputSpec.from_dict(r.model.input_spec)  # the variant's own (e.g. NHWC TFLite)
         return dict(path=self.target.stage(r.model.path), runtime=self.s.runtime,
                     threads=r.threads, batch=r.batch, shapes=self.s.shapes,
-                    inputs=self._inputs(), spec=worker_spec(self.spec, raw_dtype))
+                    inputs=self._inputs(), spec=worker_spec(spec, raw_dtype))
 
     def _start(self, r: _Run, records: list[dict[str, Any]]) -> None:
         try:

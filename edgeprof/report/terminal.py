@@ -164,3 +164,35 @@ def print_variant(v: Any, reused: bool, console: Console, lineage: list[Any] = (
         console.print(t)
         console.print("  keep the worst layers in float with --exclude-nodes NAME[,NAME]",
                       highlight=False)
+
+
+def print_decision(dec: dict[str, Any], counts: dict[str, int], console: Console,
+                   report: Any = None) -> None:
+    """The sweep's ending: the variants, the frontier and the recommendation with its reasons."""
+    t = Table(title=f"variants (latency at batch {dec.get('batch', 1)}; drops vs baseline)",
+              title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("variant", "target", "p50", "accuracy", "drop", "corr. acc.", "RSS", "size", "front"):
+        t.add_column(col, justify="left" if col in ("variant", "target") else "right")
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{v:.2%}"
+    for r in sorted(dec["rows"], key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
+        t.add_row(r["label"] + (" (baseline)" if r.get("is_baseline") else ""), r["target"],
+                  fmt_seconds(r.get("p50_s"), compact=True), pct(r.get("accuracy")),
+                  pct(r.get("accuracy_drop")), pct(r.get("mean_corruption_accuracy")),
+                  fmt_bytes(r.get("peak_rss_bytes"), compact=True),
+                  fmt_bytes(r.get("model_bytes"), compact=True), "*" if r.get("on_frontier") else "")
+    console.print(t)
+    rec = dec["recommendation"]
+    if rec.get("chosen"):
+        console.print(f"[bold green]recommended[/]: {rec['chosen_label']} ({rec['chosen'][:12]})",
+                      highlight=False)
+    elif rec.get("closest"):
+        console.print(f"[bold yellow]no variant meets every constraint[/]; closest: "
+                      f"{rec['closest_label']}, which misses: " + "; ".join(rec["missing"]),
+                      highlight=False)
+    for reason in rec.get("reasons", []):
+        console.print(f"  - {reason}", highlight=False)
+    console.print("  " + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
+    if report is not None:
+        console.print(f"report: {report}", highlight=False)

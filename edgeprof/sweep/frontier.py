@@ -20,10 +20,18 @@ class FrontierResult:
     ties: dict[str, list[str]] = field(default_factory=dict)
 
 
+# Peak RSS is one reading per run, not an estimate with an interval; runs of the same model move
+# it by about a MiB (allocator arenas, page granularity), so smaller differences are a tie.
+RSS_NOISE_BYTES, RSS_NOISE_FRACTION = 1 << 20, 0.02
+
+
 def _interval(row: dict[str, Any], key: str) -> tuple[float, float] | None:
     v = row.get(key)
     if v is None:
         return None
+    if key == "peak_rss_bytes":
+        band = max(RSS_NOISE_BYTES, RSS_NOISE_FRACTION * v) / 2
+        return float(v - band), float(v + band)
     ci = row.get(CI_FIELDS.get(key, ""))
     if ci and ci[0] is not None and ci[1] is not None:
         return float(min(ci[0], v)), float(max(ci[1], v))

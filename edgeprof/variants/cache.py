@@ -153,14 +153,14 @@ class Cache:
                 pass
             ref = open_model(p)
             v = v or self.get(ref.sha256)
-            return (open_model(p, v.id, v.label, v.root) if v else ref), v
+            return (open_model(p, v.id, v.label, v.root, v.input_spec) if v else ref), v
         if os.sep in str(arg) or "." in Path(str(arg)).name:
             open_model(p)  # raises the usual "no such file"
         v = self.find(str(arg))
-        return open_model(v.path, v.id, v.label, v.root), v
+        return open_model(v.path, v.id, v.label, v.root, v.input_spec), v
 
     def ref(self, v: Variant) -> ModelRef:
-        return open_model(v.path, v.id, v.label, v.root)
+        return open_model(v.path, v.id, v.label, v.root, v.input_spec)
 
     def lineage(self, v: Variant) -> list[Variant]:
         """From the root down to ``v``."""

@@ -1,0 +1,42 @@
+"""``edgeprof sweep SWEEP.toml``: the main job."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("sweep")
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Report folder (default reports/<name>).")
+@click.option("--require", help="Constraints, e.g. \"accuracy_drop<=1%, peak_rss<=256MiB\".")
+@click.option("--cache-dir", type=click.Path(path_type=Path))
+@click.option("--targets-dir", type=click.Path(path_type=Path))
+@click.option("-q", "--quiet", is_flag=True)
+@click.pass_context
+def sweep(ctx: click.Context, sweep_file: Path, out: Path | None, require: str | None,
+          cache_dir: Path | None, targets_dir: Path | None, quiet: bool) -> None:
+    """Build every variant of the grid (cached), measure it on every target, evaluate accuracy
+    and robustness, then write the frontier, the recommendation and the report."""
+    from ..report.write import write_report
+    from ..sweep.plan import load_plan, write_plan_copy
+    from ..sweep.recommend import parse_requirements
+    from ..sweep.runner import SweepRunner
+    from ..variants.cache import Cache
+    from .progress import progress_bar
+
+    plan = load_plan(sweep_file, out)
+    if require is not None:
+        plan.require = require
+    parse_requirements(plan.require)  # a typo fails now, not after the measurements
+    runner = SweepRunner(plan, Cache(cache_dir), targets_dir=targets_dir)
+    write_plan_copy(plan)
+    ctx.edgeprof_interrupt_note = (f"every record measured so far is in {runner.results_path}; "
+                                   "rerun the same command to resume")
+    with progress_bar(quiet) as prog:
+        runner.progress = prog
+        result = runner.run()
+    report = write_report(plan.out_dir, result["decision"], runner.results_path,
+                          title=f"edgeprof sweep: {plan.name}")
+    from ..report.terminal import print_decision, terminal_console
+    print_decision(result["decision"], result["counts"], terminal_console(), report)

@@ -1,0 +1,217 @@
+"""The report's plots (matplotlib, Agg). Each function draws one figure from rows/records and
+returns the written file names (PNG and SVG), or [] when there is nothing to draw."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FAMILIES = {
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"),
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "gaussian_blur"),
+    "weather": ("snow", "frost", "fog", "spatter"),
+    "digital": ("brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+                "saturate"),
+}
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    plt.rcParams.update({"svg.hashsalt": "edgeprof", "font.size": 9})
+    return plt
+
+
+def _save(fig, out: Path, stem: str) -> list[str]:
+    plt = _plt()
+    fig.savefig(out / f"{stem}.png", dpi=110, metadata={"Software": None})
+    fig.savefig(out / f"{stem}.svg", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    return [f"{stem}.png", f"{stem}.svg"]
+
+
+def _short(label: str, n: int = 34) -> str:
+    return label if len(label) <= n else label[: n - 1] + "…"
+
+
+def latency_vs_accuracy(rows: list[dict[str, Any]], out: Path) -> list[str]:
+    pts = [r for r in rows if r.get("p50_s") is not None and r.get("accuracy") is not None]
+    if not pts:
+        return []
+    plt = _plt()
+    targets = sorted({r["target"] for r in pts})
+    fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets), 4.6), squeeze=False,
+                             constrained_layout=True)
+    for ax, target in zip(axes[0], targets):
+        tp = sorted([r for r in pts if r["target"] == target], key=lambda r: r["p50_s"])
+        for r in tp:
+            x, y = r["p50_s"] * 1e3, r["accuracy"] * 100
+            xe = [[x - r["p50_ci"][0] * 1e3], [r["p50_ci"][1] * 1e3 - x]]
+            ye = [[y - r["accuracy_ci"][0] * 100], [r["accuracy_ci"][1] * 100 - y]]
+            front = r.get("on_frontier")
+            ax.errorbar([x], [y], xerr=xe, yerr=ye, fmt="o" if front else "s",
+                        color="C3" if front else "0.55", ms=7 if front else 5, capsize=3,
+                        zorder=3 if front else 2)
+            ax.annotate(_short(r["label"], 28), (x, y), textcoords="offset points", xytext=(6, 4),
+                        fontsize=7, color="black" if front else "0.4")
+        fr = sorted([r for r in tp if r.get("on_frontier")], key=lambda r: r["p50_s"])
+        if len(fr) > 1:
+            ax.plot([r["p50_s"] * 1e3 for r in fr], [r["accuracy"] * 100 for r in fr], "--",
+                    color="C3", lw=1, zorder=1, label="frontier (not dominated beyond the CIs)")
+            ax.legend(loc="lower right", fontsize=7)
+        ax.set_xlabel("p50 latency per call (ms), 95 % CI")
+        ax.set_ylabel("top-1 accuracy (%), 95 % Wilson CI")
+        ax.set_title(f"latency vs accuracy on {target}")
+        ax.grid(alpha=0.3)
+    return _save(fig, out, "latency_vs_accuracy")
+
+
+def accuracy_vs_severity(records: list[dict[str, Any]], labels: dict[str, str], out: Path) -> list[str]:
+    rob = [r for r in records if r["kind"] == "robustness" and r.get("per_corruption")]
+    if not rob:
+        return []
+    plt = _plt()
+    fams = [(f, names) for f, names in FAMILIES.items()
+            if any(n in r["per_corruption"] for r in rob for n in names)]
+    fig, axes = plt.subplots(1, len(fams), figsize=(3.6 * len(fams), 3.6), squeeze=False,
+                             constrained_layout=True, sharey=True)
+    for ax, (fam, names) in zip(axes[0], fams):
+        for i, r in enumerate(sorted(rob, key=lambda r: labels.get(r["variant_id"], ""))):
+            sev_acc: dict[int, list[float]] = {}
+            for n in names:
+                for s, m in (r["per_corruption"].get(n) or {}).items():
+                    sev_acc.setdefault(int(s), []).append(m["accuracy"])
+            if not sev_acc:
+                continue
+            xs = [0] + sorted(sev_acc)
+            ys = [r["clean_accuracy"] * 100] + [float(np.mean(sev_acc[s])) * 100 for s in xs[1:]]
+            ax.plot(xs, ys, marker="o", ms=3, color=f"C{i % 10}",
+                    label=_short(labels.get(r["variant_id"], r["variant_id"][:12]), 30))
+        ax.set_title(f"{fam} (mean over {len([n for n in names if any(n in r['per_corruption'] for r in rob)])})")
+        ax.set_xlabel("severity (0 = clean)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("top-1 accuracy (%)")
+    axes[0][-1].legend(fontsize=6, loc="lower left")
+    return _save(fig, out, "accuracy_vs_severity")
+
+
+def corruption_heatmap(records: list[dict[str, Any]], labels: dict[str, str], baseline: str | None,
+                       out: Path) -> list[str]:
+    rob = {r["variant_id"]: r for r in records if r["kind"] == "robustness" and r.get("per_corruption")}
+    if not rob or baseline not in rob:
+        return []
+    base = rob[baseline]
+    names = [n for n in base["per_corruption"]]
+    vids = sorted(rob, key=lambda v: labels.get(v, v))
+    grid = np.full((len(names), len(vids)), np.nan)
+    for j, v in enumerate(vids):
+        for i, n in enumerate(names):
+            a = [m["accuracy"] for m in (rob[v]["per_corruption"].get(n) or {}).values()]
+            b = [m["accuracy"] for m in base["per_corruption"][n].values()]
+            if a and b:
+                grid[i, j] = (np.mean(b) - np.mean(a)) * 100
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.1 * len(vids) + 3, 0.32 * len(names) + 1.8),
+                           constrained_layout=True)
+    lim = max(1.0, float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0)
+    im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(len(vids)), [_short(labels.get(v, v[:12]), 22) for v in vids],
+                  rotation=35, ha="right", fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    for i in range(len(names)):
+        for j in range(len(vids)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:+.1f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(im, ax=ax, label="accuracy drop vs baseline (points, mean over severities)")
+    ax.set_title("accuracy drop per corruption against the fp32 baseline")
+    return _save(fig, out, "corruption_heatmap")
+
+
+def latency_distributions(records: list[dict[str, Any]], out: Path, batch: int) -> list[str]:
+    lat = [r for r in records if r["kind"] == "latency" and r["batch"] == batch]
+    if not lat:
+        return []
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), constrained_layout=True)
+    for i, r in enumerate(sorted(lat, key=lambda r: (r["target"], r["model"]["name"], r["threads"]))):
+        x = np.sort(np.asarray(r["samples_s"])) * 1e3
+        y = np.arange(1, len(x) + 1) / len(x)
+        ax.step(x, y, where="post", color=f"C{i % 10}", lw=1.2,
+                label=_short(f"{r['model']['name']} @{r['target']} t={r['threads']}", 40))
+    ax.set_xscale("log")
+    ax.set_xlabel(f"latency per call (ms, log scale), batch {batch}")
+    ax.set_ylabel("fraction of runs (CDF)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6, loc="lower right")
+    ax.set_title("latency distributions (every timed run)")
+    return _save(fig, out, "latency_cdf")
+
+
+def size_memory_bars(rows: list[dict[str, Any]], out: Path) -> list[str]:
+    rs = [r for r in rows if r.get("model_bytes")]
+    if not rs:
+        return []
+    plt = _plt()
+    rs = sorted(rs, key=lambda r: (r["target"], r["label"]))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 0.3 * len(rs) + 1.8), constrained_layout=True)
+    names = [_short(f"{r['label']} @{r['target']}", 40) for r in rs]
+    y = np.arange(len(rs))
+    a1.barh(y, [r["model_bytes"] / 1024 for r in rs], color="C0", label="file")
+    a1.barh(y, [(r.get("zlib_bytes") or 0) / 1024 for r in rs], color="C1", height=0.4,
+            label="zlib-compressed")
+    a1.set_yticks(y, names, fontsize=7)
+    a1.set_xlabel("model size (KiB)")
+    a1.legend(fontsize=7)
+    a2.barh(y, [(r.get("peak_rss_bytes") or 0) / 2**20 for r in rs], color="C2")
+    a2.set_yticks(y, [""] * len(rs))
+    a2.set_xlabel("peak RSS of the worker (MiB)")
+    for a in (a1, a2):
+        a.grid(alpha=0.3, axis="x")
+        a.invert_yaxis()
+    return _save(fig, out, "size_memory")
+
+
+def op_profile_bars(records: list[dict[str, Any]], out: Path) -> list[str]:
+    lat = [r for r in records if r["kind"] == "latency" and (r.get("op_profile") or {}).get("available")]
+    if not lat:
+        return []
+    lat.sort(key=lambda r: r["stats"]["p50_s"])
+    picks = [lat[0]] + ([lat[-1]] if len(lat) > 1 else [])
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(picks), figsize=(5 * len(picks), 3.5), squeeze=False,
+                             constrained_layout=True)
+    for ax, r, which in zip(axes[0], picks, ("fastest", "slowest")):
+        ops = r["op_profile"]["per_op"]
+        runs = r["op_profile"].get("runs", 1)
+        items = sorted(ops.items(), key=lambda kv: -kv[1]["total_s"])[:10]
+        ax.barh([k for k, _ in items], [v["total_s"] / runs * 1e6 for _, v in items], color="C4")
+        ax.invert_yaxis()
+        ax.set_xlabel("time per inference (us, profiler on)")
+        ax.set_title(_short(f"{which}: {r['model']['name']}", 45), fontsize=8)
+        ax.grid(alpha=0.3, axis="x")
+    return _save(fig, out, "op_profile")
+
+
+def board_state(records: list[dict[str, Any]], out: Path) -> list[str]:
+    series = [(r, [s for s in r.get("state_series") or [] if s[1] is not None or s[2] is not None])
+              for r in records if r["kind"] == "latency"]
+    series = [(r, s) for r, s in series if s]
+    if not series:
+        return []
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 5), sharex=True, constrained_layout=True)
+    t0 = min(s[0][0] for _, s in series)
+    for i, (r, s) in enumerate(series):
+        t = [p[0] - t0 for p in s]
+        lab = _short(f"{r['model']['name']} @{r['target']}", 40)
+        if any(p[1] is not None for p in s):
+            a1.plot(t, [p[1] for p in s], ".", color=f"C{i % 10}", label=lab)
+        if any(p[2] is not None for p in s):
+            a2.plot(t, [p[2] / 1e6 if p[2] else None for p in s], ".", color=f"C{i % 10}")
+    a1.set_ylabel("temperature (C)")
+    a2.set_ylabel("mean CPU frequency (MHz)")
+    a2.set_xlabel("time since the first round (s)")
+    a1.legend(fontsize=6)
+    return _save(fig, out, "board_state")

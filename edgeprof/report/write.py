@@ -1,0 +1,229 @@
+"""The report folder: a self-contained ``index.html`` (images embedded, no remote assets, every
+text escaped), ``summary.md``, ``results.csv`` (one flat row per variant and target), the plots
+as PNG and SVG, ``decision.json`` and the results JSON Lines. Rendering depends on the records
+only, so ``edgeprof report RESULTS`` re-renders the same files."""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..results import read_records
+from ..units import fmt_bytes, fmt_seconds
+from . import charts
+
+CSV_COLUMNS = ("variant_id", "label", "target", "format", "runtime", "threads", "batch",
+               "p50_s", "p50_ci_low_s", "p50_ci_high_s", "p99_s", "n_latency", "peak_rss_bytes",
+               "model_bytes", "zlib_bytes", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
+               "n_accuracy", "accuracy_drop", "mean_corruption_accuracy", "corruption_drop",
+               "mce", "relative_mce", "on_frontier", "is_baseline", "errors")
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2%}"
+
+
+def _ci_pct(ci: list[float] | None) -> str:
+    return "" if not ci else f" [{ci[0]:.2%}, {ci[1]:.2%}]"
+
+
+def _ci_s(ci: list[float] | None) -> str:
+    return "" if not ci else f" [{fmt_seconds(ci[0])}, {fmt_seconds(ci[1])}]"
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in sorted(rows, key=lambda r: (r["target"], r["label"])):
+        flat = dict(r)
+        flat["p50_ci_low_s"], flat["p50_ci_high_s"] = (r.get("p50_ci") or [None, None])
+        flat["accuracy_ci_low"], flat["accuracy_ci_high"] = (r.get("accuracy_ci") or [None, None])
+        flat["errors"] = " | ".join(r.get("errors") or [])
+        w.writerow(["" if flat.get(c) is None else flat.get(c) for c in CSV_COLUMNS])
+    path.write_text(buf.getvalue())
+
+
+def _collect(records: list[dict[str, Any]]) -> tuple[dict[str, dict], list[tuple[str, str]], list[str]]:
+    envs: dict[str, dict] = {}
+    warnings: list[tuple[str, str]] = []
+    errors: list[str] = []
+    for r in records:
+        if r["kind"] == "latency":
+            if r.get("env") and r["target"] not in envs:
+                envs[r["target"]] = r["env"]
+            for w in r.get("warnings", []):
+                warnings.append((f"{r['model']['name']} @{r['target']} threads={r['threads']} "
+                                 f"batch={r['batch']}", w["message"]))
+        elif r["kind"] == "error":
+            errors.append(f"{(r.get('model') or {}).get('name', r.get('variant_id'))} "
+                          f"[{r.get('phase', '')}{' @' + r['target'] if r.get('target') else ''}]: "
+                          f"{r.get('error')}")
+    return envs, warnings, errors
+
+
+def _recommendation_md(dec: dict[str, Any]) -> list[str]:
+    rec = dec["recommendation"]
+    req = dec.get("require") or "none"
+    if rec.get("chosen"):
+        lines = [f"**Recommended: {rec['chosen_label']}** (`{rec['chosen'][:12]}`), constraints: "
+                 f"`{req}`.", ""]
+    elif rec.get("closest"):
+        lines = [f"**No variant meets every constraint** (`{req}`). Closest: "
+                 f"{rec['closest_label']} (`{rec['closest'][:12]}`), which misses:", ""]
+        lines += [f"- {m}" for m in rec["missing"]]
+        lines.append("")
+    else:
+        lines = ["**No recommendation**: nothing was measured.", ""]
+    lines += [f"- {r}" for r in rec["reasons"]]
+    return lines + [""]
+
+
+def _rows_md(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["| variant | target | p50 [95 % CI] | n | accuracy [95 % CI] | n | drop | corruption acc. | "
+           "drop | peak RSS | size | frontier |", "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|"]
+    for r in sorted(rows, key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
+        out.append(
+            f"| {r['label']}{' (baseline)' if r.get('is_baseline') else ''} | {r['target']} | "
+            f"{fmt_seconds(r.get('p50_s'))}{_ci_s(r.get('p50_ci'))} | {r.get('n_latency', '-')} | "
+            f"{_pct(r.get('accuracy'))}{_ci_pct(r.get('accuracy_ci'))} | {r.get('n_accuracy', '-')} | "
+            f"{_pct(r.get('accuracy_drop'))} | {_pct(r.get('mean_corruption_accuracy'))} | "
+            f"{_pct(r.get('corruption_drop'))} | {fmt_bytes(r.get('peak_rss_bytes'))} | "
+            f"{fmt_bytes(r.get('model_bytes'))} | {'yes' if r.get('on_frontier') else ''} |")
+    return out + [""]
+
+
+def summary_md(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
+               images: list[str]) -> str:
+    envs, warnings, errors = _collect(records)
+    lines = [f"# {title}", ""] + _recommendation_md(dec)
+    lines += [f"Latency at batch {dec.get('batch', 1)}; accuracy and drops against the baseline "
+              f"`{(dec.get('baseline') or '')[:12]}`.", ""] + _rows_md(dec["rows"])
+    for img in images:
+        if img.endswith(".png"):
+            lines += [f"![{img}]({img})", ""]
+    for t, env in sorted(envs.items()):
+        lines.append(f"- target `{t}`: {env.get('cpu_model') or 'unknown CPU'}, {env.get('cores')} "
+                     f"cores, {env.get('os')}, Python {env.get('python')}; unavailable: "
+                     f"{', '.join(env.get('unavailable') or []) or 'nothing'}")
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w[0]}: {w[1]}" for w in warnings]
+    if errors:
+        lines += ["", "## Errors", ""] + [f"- {e}" for e in errors]
+    return "\n".join(lines) + "\n"
+
+
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
+max-width:1200px;color:#222;padding:0 1em}h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;
+border-bottom:1px solid #ddd}table{border-collapse:collapse;font-size:.85em;margin:1em 0}
+td,th{border:1px solid #ddd;padding:.3em .5em;text-align:right}td:first-child,th:first-child,
+td.l{text-align:left}tr.front td:first-child{font-weight:600}.rec{background:#eef7ee;
+border-left:4px solid #3a3;padding:.8em 1em}.norec{background:#fdf1e6;border-left:4px solid #d80;
+padding:.8em 1em}img{max-width:100%;height:auto;display:block;margin:1em 0}.muted{color:#777}
+code{background:#f4f4f4;padding:0 .2em}"""
+
+
+def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
+               out: Path, images: list[str]) -> str:
+    envs, warnings, errors = _collect(records)
+    rec = dec["recommendation"]
+    req = dec.get("require") or "none"
+    h = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>",
+         "<meta name=viewport content='width=device-width,initial-scale=1'>",
+         f"<style>{CSS}</style></head><body>", f"<h1>{_e(title)}</h1>"]
+    if rec.get("chosen"):
+        h.append(f"<div class=rec><p><b>Recommended: {_e(rec['chosen_label'])}</b> "
+                 f"(<code>{_e(rec['chosen'][:12])}</code>) under <code>{_e(req)}</code></p><ul>")
+    else:
+        head = (f"No variant meets every constraint (<code>{_e(req)}</code>). Closest: "
+                f"<b>{_e(rec.get('closest_label'))}</b>, which misses:" if rec.get("closest")
+                else "No recommendation: nothing was measured.")
+        h.append(f"<div class=norec><p>{head}</p><ul>")
+        h += [f"<li>{_e(m)}</li>" for m in rec.get("missing", [])]
+    h += [f"<li>{_e(r)}</li>" for r in rec["reasons"]]
+    h.append("</ul></div>")
+    h.append(f"<h2>Variants</h2><p class=muted>Latency per call at batch {_e(dec.get('batch', 1))}"
+             f" (p50 with its 95 % bootstrap CI and n); accuracy with its 95 % Wilson CI and n; "
+             f"drops are absolute against the baseline <code>{_e((dec.get('baseline') or '')[:12])}"
+             f"</code>. Frontier: not dominated beyond the confidence intervals.</p><table><tr>")
+    cols = ("variant", "target", "p50 [95 % CI]", "n", "accuracy [95 % CI]", "n", "acc. drop",
+            "corruption acc.", "corr. drop", "mCE", "peak RSS", "size", "frontier")
+    h += [f"<th>{_e(c)}</th>" for c in cols] + ["</tr>"]
+    for r in sorted(dec["rows"], key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
+        cells = [r["label"] + (" (baseline)" if r.get("is_baseline") else ""), r["target"],
+                 fmt_seconds(r.get("p50_s")) + _ci_s(r.get("p50_ci")), r.get("n_latency", "-"),
+                 _pct(r.get("accuracy")) + _ci_pct(r.get("accuracy_ci")), r.get("n_accuracy", "-"),
+                 _pct(r.get("accuracy_drop")), _pct(r.get("mean_corruption_accuracy")),
+                 _pct(r.get("corruption_drop")),
+                 "-" if r.get("mce") is None else f"{r['mce']:.3f}",
+                 fmt_bytes(r.get("peak_rss_bytes")), fmt_bytes(r.get("model_bytes")),
+                 "yes" if r.get("on_frontier") else ""]
+        cls = " class=front" if r.get("on_frontier") else ""
+        h.append(f"<tr{cls}>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    h.append("</table>")
+    captions = {
+        "latency_vs_accuracy": "Latency against accuracy. Red: the frontier; error bars: 95 % CIs. "
+                               "Up and to the left is better.",
+        "accuracy_vs_severity": "Accuracy against corruption severity, one panel per family.",
+        "corruption_heatmap": "Accuracy drop per corruption against the baseline (red: worse).",
+        "latency_cdf": "Every timed run: the distribution of latency per variant and target.",
+        "size_memory": "Model file size (and compressed) and the worker's peak RSS.",
+        "op_profile": "Per-operator time of the fastest and slowest variants (profiler on).",
+        "board_state": "Temperature and frequency over the run (where the target exposes them).",
+    }
+    h.append("<h2>Plots</h2>")
+    for img in images:
+        if not img.endswith(".png"):
+            continue
+        data = base64.b64encode((out / img).read_bytes()).decode("ascii")
+        stem = img[:-4]
+        h.append(f"<figure><img alt='{_e(stem)}' src='data:image/png;base64,{data}'>"
+                 f"<figcaption class=muted>{_e(captions.get(stem, stem))} "
+                 f"(<a href='{_e(stem)}.svg'>SVG</a>)</figcaption></figure>")
+    h.append("<h2>Targets</h2><ul>")
+    for t, env in sorted(envs.items()):
+        v = env.get("versions") or {}
+        h.append(f"<li><b>{_e(t)}</b>: {_e(env.get('cpu_model') or 'unknown CPU')}, "
+                 f"{_e(env.get('cores'))} cores, {_e(env.get('os'))}, Python {_e(env.get('python'))}, "
+                 f"numpy {_e(v.get('numpy'))}, onnxruntime {_e(v.get('onnxruntime'))}, LiteRT "
+                 f"{_e(v.get('ai_edge_litert'))}; unavailable: "
+                 f"{_e(', '.join(env.get('unavailable') or []) or 'nothing')}</li>")
+    h.append("</ul>")
+    if warnings:
+        h.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{_e(a)}: {_e(b)}</li>" for a, b in warnings)
+                 + "</ul>")
+    if errors:
+        h.append("<h2>Errors</h2><ul>" + "".join(f"<li>{_e(e)}</li>" for e in errors) + "</ul>")
+    h.append("<p class=muted>Files: summary.md, results.csv, results.jsonl (every record with raw "
+             "samples), decision.json, plots as PNG and SVG.</p></body></html>")
+    return "\n".join(h) + "\n"
+
+
+def write_report(out: Path, dec: dict[str, Any], results_path: Path, title: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    records = list(read_records(results_path))
+    if results_path.resolve() != (out / "results.jsonl").resolve():
+        shutil.copyfile(results_path, out / "results.jsonl")
+    labels = {r["variant_id"]: r["label"] for r in dec["rows"]}
+    images: list[str] = []
+    images += charts.latency_vs_accuracy(dec["rows"], out)
+    images += charts.accuracy_vs_severity(records, labels, out)
+    images += charts.corruption_heatmap(records, labels, dec.get("baseline"), out)
+    images += charts.latency_distributions(records, out, dec.get("batch", 1))
+    images += charts.size_memory_bars(dec["rows"], out)
+    images += charts.op_profile_bars(records, out)
+    images += charts.board_state(records, out)
+    write_csv(out / "results.csv", dec["rows"])
+    (out / "decision.json").write_text(json.dumps(dec, indent=1, sort_keys=True, default=str))
+    (out / "summary.md").write_text(summary_md(title, dec, records, images))
+    (out / "index.html").write_text(index_html(title, dec, records, out, images))
+    return out / "index.html"

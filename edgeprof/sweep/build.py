@@ -1,0 +1,102 @@
+"""From a sweep recipe to a cached variant: root -> optional pruning -> precision/format.
+Each step is a pass through ``apply_pass``, so everything built once is reused."""
+from __future__ import annotations
+
+import importlib
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from ..data import Dataset
+from ..errors import EdgeprofError, InputError
+from ..measure.fidelity import FidelityEvaluator
+from ..passes.base import apply_pass
+from ..variants.cache import Cache, Variant
+from ..variants.family import spec_for_worker
+from .plan import Plan, Recipe
+
+
+class Builder:
+    def __init__(self, cache: Cache, plan: Plan, root: Variant, calib: Dataset | None,
+                 evaluation: Dataset | None, finetune: Dataset | None, scratch: Path):
+        self.cache, self.plan, self.root = cache, plan, root
+        self.calib, self.eval, self.finetune = calib, evaluation, finetune
+        self.scratch = scratch
+        self._fid = None
+        if evaluation is not None:
+            dtype = next(iter(evaluation.x.values())).dtype.name
+            self._fid = FidelityEvaluator(evaluation, 500, lambda s: spec_for_worker(s, dtype),
+                                          scratch)
+
+    def fidelity(self, parent: Variant) -> Callable[[Path, Variant], dict[str, Any]] | None:
+        if self._fid is None:
+            return None
+        ev, root = self._fid, self.root
+
+        def f(path: Path, v: Variant) -> dict[str, Any]:
+            out = ev(path, v, parent.path, root.path, parent.input_spec, root.input_spec)
+            out["data_role"] = "evaluation"
+            return out
+        return f
+
+    def _raw_dtype(self) -> str:
+        ds = self.calib or self.eval
+        return next(iter(ds.x.values())).dtype.name if ds else "uint8"
+
+    def build(self, recipe: Recipe) -> Variant:
+        v = self.root
+        if recipe.channels:
+            v = self._structured(recipe)
+        if recipe.sparsity:
+            v = self._unstructured(v, recipe)
+        if recipe.to == "tflite":
+            return self._tflite(v, recipe)
+        if recipe.precision == "fp32":
+            return v
+        from ..passes.quantize import QuantizePass
+        p = QuantizePass(precision=recipe.precision, per_channel=recipe.per_channel,
+                         format=recipe.format, calib_method=recipe.calib_method, calib=self.calib,
+                         spec=spec_for_worker(self.root.input_spec, self._raw_dtype()))
+        return apply_pass(self.cache, v, p, self.fidelity(v))[0]
+
+    # Parts built by other modules; a missing part is an error record, not a crash.
+    def _part(self, module: str, attr: str) -> Any:
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            raise InputError(f"this edgeprof build has no {module.rsplit('.', 1)[-1]} pass")
+
+    def _unstructured(self, parent: Variant, recipe: Recipe) -> Variant:
+        make = self._part("edgeprof.passes.prune", "sweep_pass")
+        return apply_pass(self.cache, parent, make(recipe, self), self.fidelity(parent))[0]
+
+    def _structured(self, recipe: Recipe) -> Variant:
+        run = self._part("edgeprof.passes.structured", "sweep_variant")
+        return run(recipe, self)
+
+    def _tflite(self, parent: Variant, recipe: Recipe) -> Variant:
+        run = self._part("edgeprof.passes.tflite", "sweep_variant")
+        return run(parent, recipe, self)
+
+
+def open_root(cache: Cache, plan: Plan) -> Variant:
+    from ..inputspec import load_spec
+    from ..models import open_model
+
+    spec = load_spec(plan.preprocess).to_dict() if plan.preprocess else None
+    if plan.model_path is not None:
+        return cache.register_root(open_model(plan.model_path), input_spec=spec)
+    export = None
+    try:
+        export = importlib.import_module("edgeprof.passes.torch_export").sweep_root
+    except (ImportError, AttributeError):
+        raise InputError("[model] torch = ... needs the PyTorch export pass, which this build "
+                         "lacks; give [model] path = \"model.onnx\"")
+    try:
+        return export(cache, plan, spec)
+    except EdgeprofError:
+        raise
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="edgeprof-sweep-")

@@ -1,0 +1,178 @@
+"""Run a sweep: build every variant (cached), measure latency in interleaved rounds across the
+variants on each target, evaluate accuracy and robustness, append every record as soon as it
+exists, then decide (frontier, recommendation) and write the report.
+
+A rerun resumes: keys already in the results file are skipped. Ctrl-C keeps what was written. A
+failing cell becomes an ``error`` record and the sweep goes on."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+from ..data import Dataset, check_disjoint, load_npz
+from ..errors import EdgeprofError
+from ..measure.accuracy import accuracy_record, predict
+from ..measure.profiler import Profiler, Settings
+from ..results import ResultStore, new_record, read_records
+from ..targets import get_target
+from ..variants.cache import Cache, Variant
+from ..variants.family import spec_for_worker
+from .build import Builder, open_root, scratch_dir
+from .plan import Plan
+
+Progress = Callable[[str, float], None]
+# share of the progress bar per phase
+PHASES = {"build": (0.0, 0.25), "latency": (0.25, 0.6), "accuracy": (0.6, 0.7),
+          "robustness": (0.7, 0.97), "decide": (0.97, 1.0)}
+
+
+class SweepRunner:
+    def __init__(self, plan: Plan, cache: Cache, progress: Progress | None = None,
+                 targets_dir: Path | None = None):
+        self.plan, self.cache = plan, cache
+        self.progress = progress or (lambda d, f: None)
+        self.targets_dir = targets_dir
+        plan.out_dir.mkdir(parents=True, exist_ok=True)
+        self.results_path = plan.out_dir / "results.jsonl"
+        self.store = ResultStore(self.results_path)
+        self.counts = {"variants": 0, "built": 0, "reused": 0, "latency": 0, "accuracy": 0, "robustness": 0,
+                       "errors": 0, "skipped": 0}
+
+    def _phase(self, name: str, desc: str, frac: float) -> None:
+        lo, hi = PHASES[name]
+        self.progress(desc, lo + (hi - lo) * max(0.0, min(1.0, frac)))
+
+    def _error(self, phase: str, what: str, exc: Exception, variant: Variant | None = None,
+               target: str | None = None) -> None:
+        self.counts["errors"] += 1
+        rec = new_record("error", variant_id=variant.id if variant else f"recipe:{what}",
+                         root_id=variant.root if variant else None, target=target,
+                         threads=None, batch=None, data_sha256=None, phase=phase,
+                         model={"name": variant.label if variant else what}, error=str(exc))
+        self.store.append(rec)
+
+    # -- phases -------------------------------------------------------------------------------
+    def load_data(self) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
+        p = self.plan
+        ev = load_npz(p.eval_data) if p.eval_data else None
+        cal = load_npz(p.calib_data) if p.calib_data else None
+        ft = load_npz(p.finetune_data) if p.finetune_data else None
+        for other, what in ((cal, "calibration"), (ft, "fine-tuning")):
+            if other is not None and ev is not None:
+                check_disjoint(other, ev, what)
+        return ev, cal, ft
+
+    def build(self, builder: Builder) -> list[Variant]:
+        from ..passes.base import PASS_CALLS
+        ran_before = sum(PASS_CALLS.values())
+        variants: list[Variant] = []
+        recipes = self.plan.recipes
+        for i, recipe in enumerate(recipes):
+            self._phase("build", f"building {recipe.describe()}", i / len(recipes))
+            try:
+                v = builder.build(recipe)
+            except EdgeprofError as exc:
+                self._error("build", recipe.describe(), exc)
+                continue
+            if v.id not in {x.id for x in variants}:
+                variants.append(v)
+        self.counts["built"] = sum(PASS_CALLS.values()) - ran_before
+        self.counts["reused"] = len(variants) - 1 - self.counts["built"] if variants else 0
+        self.counts["variants"] = len(variants)
+        return variants
+
+    def latency(self, variants: list[Variant], evaluation: Dataset | None) -> None:
+        p = self.plan
+        refs = [self.cache.ref(v) for v in variants]
+        settings = Settings(threads=tuple(p.threads), batches=tuple(p.batches),
+                            min_time_s=p.min_time_s, min_runs=p.min_runs,
+                            cold_starts=p.cold_starts)
+        for ti, tname in enumerate(p.targets):
+            try:
+                target = self._target(tname)
+            except EdgeprofError as exc:
+                self._error("latency", tname, exc, target=tname)
+                continue
+
+            def prog(desc: str, frac: float, ti: int = ti) -> None:
+                self._phase("latency", f"{tname}: {desc}", (ti + frac) / len(p.targets))
+            prof = Profiler(target, settings, store=self.store, data=evaluation, progress=prog)
+            records, skipped = prof.run(refs)
+            self.counts["latency"] += sum(r["kind"] == "latency" for r in records)
+            self.counts["errors"] += sum(r["kind"] == "error" for r in records)
+            self.counts["skipped"] += len(skipped)
+
+    def _target(self, name: str):
+        try:
+            return get_target(name, targets_dir=self.targets_dir)
+        except TypeError:  # a build whose get_target takes no targets_dir
+            return get_target(name)
+
+    def accuracy(self, variants: list[Variant], evaluation: Dataset, scratch: Path) -> None:
+        if evaluation.y is None:
+            return
+        n = min(evaluation.n, self.plan.accuracy_limit or evaluation.n)
+        raw_dtype = next(iter(evaluation.x.values())).dtype.name
+        for tname in self.plan.targets:
+            try:
+                target = self._target(tname)
+            except EdgeprofError:
+                continue
+            for i, v in enumerate(variants):
+                key = (v.id, tname, 1, None, "accuracy", evaluation.sha256)
+                if self.store.has(key):
+                    self.counts["skipped"] += 1
+                    continue
+                self._phase("accuracy", f"{tname}: accuracy of {v.label}", i / len(variants))
+                ref = self.cache.ref(v)
+                try:
+                    npz = target.stage(evaluation.npz_path(scratch))
+                    with target.start_worker(f"{v.label} accuracy") as w:
+                        w.request("load", path=target.stage(v.path), threads=1, batch=1,
+                                  inputs={"npz": npz}, spec=spec_for_worker(v.input_spec, raw_dtype))
+                        out = w.request("predict", npz=npz, start=0, stop=n, batch=250,
+                                        spec=spec_for_worker(v.input_spec, raw_dtype))["outputs"]
+                    from ..targets.worker import decode_array
+                    logits = decode_array(next(iter(out.values())))
+                    rec = accuracy_record(ref, tname, 1, evaluation, logits)
+                    self.store.append(rec)
+                    self.counts["accuracy"] += 1
+                except EdgeprofError as exc:
+                    self._error("accuracy", v.label, exc, v, tname)
+
+    def robustness(self, variants: list[Variant], evaluation: Dataset, scratch: Path) -> None:
+        cfg = self.plan.robustness
+        if not cfg and not self.plan.attacks:
+            return
+        try:
+            run = importlib.import_module("edgeprof.robustness.evaluate").sweep_robustness
+        except (ImportError, AttributeError):
+            self._error("robustness", "robustness", EdgeprofError(
+                "this edgeprof build has no robustness evaluation"))
+            return
+
+        def prog(desc: str, frac: float) -> None:
+            self._phase("robustness", desc, frac)
+        self.counts["robustness"] += run(self, variants, evaluation, scratch, prog)
+
+    # -- all ----------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        evaluation, calib, finetune = self.load_data()
+        root = open_root(self.cache, self.plan)
+        with scratch_dir() as tmp:
+            scratch = Path(tmp)
+            builder = Builder(self.cache, self.plan, root, calib, evaluation, finetune, scratch)
+            variants = self.build(builder)
+            if self.plan.latency and variants:
+                self.latency(variants, evaluation)
+            if self.plan.accuracy and evaluation is not None and variants:
+                self.accuracy(variants, evaluation, scratch)
+            if evaluation is not None and variants:
+                self.robustness(variants, evaluation, scratch)
+        self._phase("decide", "frontier and recommendation", 0.0)
+        from .decide import decide
+        decision = decide(list(read_records(self.results_path)), self.plan, root.id,
+                          {v.id for v in variants})
+        self.progress("done", 1.0)
+        return {"variants": variants, "root": root, "decision": decision, "counts": self.counts}
