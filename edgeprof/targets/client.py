@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import subprocess
 import sys
 import tempfile
@@ -105,6 +106,9 @@ def _death_reason(transport: Transport) -> str:
 class WorkerClient:
     """Sends one request at a time and waits for its reply; progress replies go to ``on_progress``."""
 
+    #: requests sent by every client in this process, per command (tests count work with it)
+    sent: Counter = Counter()
+
     def __init__(self, transport: Transport, label: str = "worker"):
         self.transport = transport
         self.label = label
@@ -131,6 +135,7 @@ class WorkerClient:
             raise WorkerError(f"{self.label}: the worker is closed")
         self._next_id += 1
         rid = self._next_id
+        WorkerClient.sent[cmd] += 1
         try:
             self.transport.write_line(json.dumps(dict(args, cmd=cmd, id=rid)))
         except (BrokenPipeError, OSError):

@@ -1,0 +1,146 @@
+"""A small real sweep end to end, its report, and a resume after a sweep killed half-way."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from edgeprof.cli import cli
+from edgeprof.demo import DATA_DIR
+from edgeprof.results import read_records
+from edgeprof.targets.client import WorkerClient
+
+
+def sweep_file(tmp_path: Path, extra: str = "", require: str = "accuracy_drop<=1%") -> Path:
+    p = tmp_path / "s.toml"
+    p.write_text(f'''
+name = "t"
+[model]
+path = "{DATA_DIR / 'fashion_cnn.onnx'}"
+preprocess = "{DATA_DIR / 'preprocess.toml'}"
+[data]
+eval = "{DATA_DIR / 'eval.npz'}"
+calib = "{DATA_DIR / 'calib.npz'}"
+[[variants]]
+precision = ["fp32", "fp16", "int8-static"]
+[measure]
+min_time = "0.1s"
+min_runs = 20
+cold_starts = 0
+accuracy_limit = 400
+{extra}
+[decide]
+require = "{require}"
+''')
+    return p
+
+
+def run_sweep(tmp_path: Path, f: Path, *args: str):
+    return CliRunner().invoke(cli, ["sweep", str(f), "--out", str(tmp_path / "out"),
+                                    "--cache-dir", str(tmp_path / "cache"), "-q", *args])
+
+
+def test_small_sweep_end_to_end(tmp_path):
+    r = run_sweep(tmp_path, sweep_file(tmp_path))
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out"
+    recs = list(read_records(out / "results.jsonl"))
+    assert sum(x["kind"] == "latency" for x in recs) == 3
+    acc = [x for x in recs if x["kind"] == "accuracy"]
+    assert len(acc) == 3 and all(x["n"] == 400 for x in acc)
+    dec = json.loads((out / "decision.json").read_text())
+    labels = {row["label"] for row in dec["rows"]}
+    assert {"fashion_cnn", "fashion_cnn fp16", "fashion_cnn int8-static qdq per-channel"} == labels
+    assert dec["recommendation"]["chosen"] is not None
+    assert any(row.get("is_baseline") and row["accuracy_drop"] == 0 for row in dec["rows"])
+    for f in ("index.html", "summary.md", "results.csv", "latency_vs_accuracy.png",
+              "latency_vs_accuracy.svg", "latency_cdf.png", "size_memory.png", "sweep.toml"):
+        assert (out / f).stat().st_size > 0, f
+    csv_lines = (out / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == 4 and csv_lines[0].startswith("variant_id,label,target")
+    assert "recommended" in r.output
+
+
+def test_impossible_constraints_name_the_closest_and_keep_results(tmp_path):
+    r = run_sweep(tmp_path, sweep_file(tmp_path, require="accuracy_drop<=1%, peak_rss<=1MiB"))
+    assert r.exit_code == 0, r.output
+    assert "no variant meets every constraint" in r.output and "peak_rss<=1MiB" in r.output
+    assert sum(1 for _ in read_records(tmp_path / "out" / "results.jsonl")) == 6
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert "No variant meets every constraint" in html
+
+
+def test_failing_cell_becomes_an_error_record(tmp_path):
+    f = sweep_file(tmp_path, extra="")
+    text = f.read_text().replace('precision = ["fp32", "fp16", "int8-static"]',
+                                 'precision = ["fp32", "fp16"]\n[[variants]]\nsparsity = 0.5\n'
+                                 'precision = "int8-static"\nper_channel = [true]\n'
+                                 '[[variants]]\nprecision = "int8-static"\ncalib_method = "nope"')
+    f.write_text(text)
+    r = run_sweep(tmp_path, f)
+    assert r.exit_code == 0, r.output
+    recs = list(read_records(tmp_path / "out" / "results.jsonl"))
+    errors = [x for x in recs if x["kind"] == "error"]
+    assert any("calib-method 'nope'" in x["error"] for x in errors)
+    assert sum(x["kind"] == "latency" for x in recs) >= 2   # the good cells were measured
+
+
+def test_resume_after_a_kill_measures_only_what_is_missing(tmp_path):
+    f = sweep_file(tmp_path)
+    out = tmp_path / "out"
+    env = dict(os.environ, EDGEPROF_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "edgeprof", "sweep", str(f), "--out", str(out),
+                             "-q"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    results = out / "results.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline:  # kill as soon as the first accuracy record is on disk
+        if results.exists() and '"kind":"accuracy"' in results.read_text():
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = list(read_records(results))
+    n_lat = sum(x["kind"] == "latency" for x in before)
+    n_acc = sum(x["kind"] == "accuracy" for x in before)
+    assert n_lat == 3 and 1 <= n_acc < 3, (n_lat, n_acc)
+    WorkerClient.sent.clear()
+    r = CliRunner().invoke(cli, ["sweep", str(f), "--out", str(out), "--cache-dir",
+                                 str(tmp_path / "cache"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert WorkerClient.sent["round"] == 0            # no latency measured again
+    assert WorkerClient.sent["predict"] == 3 - n_acc   # only the missing accuracies
+    after = list(read_records(results))
+    assert sum(x["kind"] == "accuracy" for x in after) == 3
+    assert sum(x["kind"] == "latency" for x in after) == 3
+
+
+def test_bad_sweep_files(tmp_path):
+    cases = {
+        "missing": (tmp_path / "nope.toml", "no such sweep file"),
+        "bad toml": ("name = [", "not valid TOML"),
+        "no model": ("name = 'x'", "[model] needs path"),
+        "bad precision": ("[model]\npath = 'm.onnx'\n[[variants]]\nprecision = 'int4'", "int4"),
+        "int16x8 onnx": ("[model]\npath = 'm.onnx'\n[[variants]]\nprecision = 'int16x8'", "TFLite only"),
+        "bad sparsity": ("[model]\npath = 'm.onnx'\n[[variants]]\nsparsity = 1.5", "between 0 and 1"),
+        "unknown key": ("[model]\npath = 'm.onnx'\n[[variants]]\nbits = 4", "unknown key"),
+        "bad require": ("[model]\npath = 'm.onnx'\n[decide]\nrequire = 'speed<=1'", "unknown key"),
+    }
+    for name, (content, fragment) in cases.items():
+        if isinstance(content, Path):
+            path = content
+        else:
+            path = tmp_path / f"{name.replace(' ', '_')}.toml"
+            path.write_text(content)
+        r = CliRunner().invoke(cli, ["sweep", str(path), "--out", str(tmp_path / "o"), "-q"])
+        assert r.exit_code == 1, (name, r.output)
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and fragment in lines[0], (name, r.output)
