@@ -31,7 +31,7 @@ def sweep(ctx: click.Context, sweep_file: Path, out: Path | None, require: str |
     parse_requirements(plan.require)  # a typo fails now, not after the measurements
     runner = SweepRunner(plan, Cache(cache_dir), targets_dir=targets_dir)
     write_plan_copy(plan)
-    ctx.edgeprof_interrupt_note = (f"every record measured so far is in {runner.results_path}; "
+    ctx.find_root().edgeprof_interrupt_note = (f"every record measured so far is in {runner.results_path}; "
                                    "rerun the same command to resume")
     with progress_bar(quiet) as prog:
         runner.progress = prog

@@ -144,3 +144,31 @@ def test_bad_sweep_files(tmp_path):
         assert r.exit_code == 1, (name, r.output)
         lines = r.output.strip().splitlines()
         assert len(lines) == 1 and fragment in lines[0], (name, r.output)
+
+
+def test_ctrl_c_keeps_records_and_says_how_to_resume(tmp_path):
+    f = sweep_file(tmp_path)
+    out = tmp_path / "out"
+    env = dict(os.environ, EDGEPROF_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "edgeprof", "sweep", str(f), "--out", str(out),
+                             "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = out / "results.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and '"kind":"latency"' in results.read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "Traceback" not in stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted:") and "resume" in lines[0]
+    kept = [x for x in read_records(results) if x["kind"] == "latency"]
+    assert 1 <= len(kept) <= 3 and all(len(x["samples_s"]) == x["stats"]["n"] for x in kept)
+    r = CliRunner().invoke(cli, ["sweep", str(f), "--out", str(out), "--cache-dir",
+                                 str(tmp_path / "cache"), "-q"])
+    assert r.exit_code == 0, r.output
+    final = [x for x in read_records(results) if x["kind"] == "latency"]
+    assert len(final) == 3 and [x["variant_id"] for x in final[:len(kept)]] == \
+        [x["variant_id"] for x in kept]                  # kept as they were, none measured twice
