@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--severity", type=int, default=3)
     ap.add_argument("--reference-python", default=os.environ.get("EDGEPROF_IC_PYTHON", "/tmp/icenv/bin/python"))
+    if argv is None:  # under ``python -m benchmarks corruptions`` sys.argv holds the runner's filter
+        argv = sys.argv[1:] if __name__ == "__main__" else []
     args = ap.parse_args(argv)
 
     batches = make_batches(args.batch)

@@ -319,17 +319,23 @@ def pil_box_bounds(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _box_down(x: np.ndarray, axis: int, n_small: int) -> np.ndarray:
-    """PIL's BOX down-scale along one axis: its boxes are runs of the input (occasionally skipping a
-    pixel), so this is one ``add.reduceat`` over the run starts and ends."""
+    """PIL's BOX down-scale along one axis: its boxes are runs ``[lo, hi)`` of the input, so the sum is
+    the run's first pixel plus ``k``-th pixels for ``k < max run length`` (each one ``take`` of the
+    small size; a take along an axis copies whole contiguous rows, unlike ``add.reduceat``)."""
     n = x.shape[axis]
     lo, hi = pil_box_bounds(n, n_small)
-    bounds = np.stack([lo, hi], axis=1).ravel()
-    if bounds[-1] == n:
-        bounds = bounds[:-1]  # the last run goes to the end
-    small = np.take(np.add.reduceat(x, bounds, axis=axis), np.arange(0, 2 * n_small, 2), axis=axis)
+    length = hi - lo
     shape = [1] * x.ndim
     shape[axis] = n_small
-    small *= (1.0 / (hi - lo)).astype(F32).reshape(shape)
+    small = np.take(x, lo, axis=axis)
+    for k in range(1, int(length.max())):
+        tap = np.take(x, np.minimum(lo + k, n - 1), axis=axis)
+        if (length > k).all():
+            small += tap
+        else:
+            tap *= (length > k).astype(F32).reshape(shape)
+            small += tap
+    small *= (1.0 / length).astype(F32).reshape(shape)
     return small
 
 
@@ -347,7 +353,8 @@ def box_pixelate(x: np.ndarray, small_h: int, small_w: int) -> np.ndarray:
     """PIL ``resize((small_w, small_h), BOX).resize((W, H), NEAREST)`` on a batch (N, H, W, C)."""
     h, w = x.shape[1:3]
     small = _box_down(_box_down(x, 1, small_h), 2, small_w)
-    return _nearest_up(_nearest_up(small, 1, h), 2, w)
+    # up along W first: the final repeat along H then copies whole rows
+    return _nearest_up(_nearest_up(small, 2, w), 1, h)
 
 
 # ---------------------------------------------------------------------------------------------------

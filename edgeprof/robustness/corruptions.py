@@ -26,9 +26,11 @@ like downscaled, not an 8x larger blur. In detail:
 - Elastic: sigma and the affine jitter times ``s``; alpha times ``s**2`` (the displacement scales as
   alpha / sigma and must scale like a length). The 244-based constants are kept (the authors note
   244 should have been 224 and leave it).
-- Snow, frost, spatter: their layer (flakes, frost crop, liquid) is made at the virtual size
-  ``H / s x W / s`` (224 on the short side) and area-averaged to the image, because thresholds on
-  smoothed noise (spatter, snow) do not survive rescaling the smoothing.
+- Snow, frost, spatter: their layer's lengths are those of the virtual size ``H / s x W / s`` (224 on
+  the short side). Frost crops at the virtual size; snow and spatter build their layer at the image
+  size, or finer where their noise features would be under a pixel (snow: one pixel per noise cell;
+  spatter: 56 px and a liquid smoothing of at least 1 px), with the noise spread rescaled so the
+  thresholds keep the same share, and area-average it to the image (see ``_weather``).
 - Fog: none needed; the diamond-square fractal is drawn at the image size (next power of two, as the
   reference), which changes only its finest octaves.
 - Zoom blur and pixelate are already relative (zoom factors; pixelate keeps ``int(side * c)``
