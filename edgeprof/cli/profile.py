@@ -89,7 +89,7 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
                        affinity=cpus) for n in names]
     threads_given = ctx.get_parameter_source("threads") is not click.core.ParameterSource.DEFAULT
     console = terminal_console()
-    ctx.edgeprof_interrupt_note = (f"records measured so far are in {results}; rerun the "
+    ctx.find_root().edgeprof_interrupt_note = (f"records measured so far are in {results}; rerun the "
                                    "same command to resume" if results else
                                    "nothing was saved (use --results FILE to keep records)")
     with progress_bar(quiet) as prog:
@@ -127,13 +127,8 @@ def _run_targets(tgts: list, s, threads_given: bool, refs: list, store, ds, spec
             prog(f"{name}: {desc}", sum(fracs.values()) / len(fracs))
         return update
 
-    try:
-        outs = run_per_target(tgts, lambda t: _profile_one(
-            t, s, threads_given, refs, shared, ds, spec, progress_for(t.name)))
-    except KeyboardInterrupt:
-        for t in tgts:  # the other threads' workers fail at once, so they stop
-            getattr(t, "close", lambda: None)()
-        raise
+    outs = run_per_target(tgts, lambda t: _profile_one(
+        t, s, threads_given, refs, shared, ds, spec, progress_for(t.name)))
     records: list = []
     skipped: list = []
     for t, out in zip(tgts, outs):

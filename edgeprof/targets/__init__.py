@@ -1,12 +1,146 @@
 """Where models run: the local CPU or a board over SSH, behind one small interface
-(``name``, ``start_worker(label)``, ``stage(path)``)."""
+(``name``, ``start_worker(label)``, ``stage(path)``, ``cold_start(args)``).
+
+Boards are described by target files (see ``config.py``); ``local`` is built in.
+"""
 from __future__ import annotations
 
-from ..errors import InputError
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+from ..errors import EdgeprofError, InputError
 from .local import LocalTarget
 
+R = TypeVar("R")
 
-def get_target(name: str = "local", threads_env: dict[str, str] | None = None):
+
+def get_target(name: str = "local", threads_env: dict[str, str] | None = None,
+               targets_dir: str | Path | None = None, accept_new_host_key: bool = False,
+               affinity: Sequence[int] | None = None):
+    """The target called ``name``: ``local``, or ``<name>.toml`` from the target folders.
+    Nothing connects until the target is used."""
     if name in ("local", "", None):
-        return LocalTarget()
-    raise InputError(f"unknown target {name!r}: only 'local' is available in this version")
+        if affinity:
+            raise InputError("--affinity applies to boards in target files; for the local "
+                             "CPU run edgeprof under taskset")
+        return LocalTarget(env=threads_env)
+    from .config import load_target
+    from .ssh import SshTarget
+
+    spec = load_target(name, targets_dir)
+    return SshTarget(spec, accept_new_host_key=accept_new_host_key,
+                     affinity=tuple(affinity) if affinity else None)
+
+
+def group_key(target: Any) -> tuple:
+    """Targets with the same key share a machine and must never run at once."""
+    return getattr(target, "group_key", ("local",))
+
+
+def run_per_target(targets: Sequence[Any], fn: Callable[[Any], R]) -> list[R | BaseException]:
+    """``fn(target)`` for every target: different machines at once (one thread each), targets on
+    the same host and port one after another. Results in the order of ``targets``; an
+    exception raised by ``fn`` is returned in its place, so one board never stops the others."""
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(targets):
+        groups.setdefault(group_key(t), []).append(i)
+    out: list[Any] = [None] * len(targets)
+
+    def run_group(indices: list[int]) -> None:
+        for i in indices:
+            try:
+                out[i] = fn(targets[i])
+            except Exception as exc:  # reported by the caller, next to the others' results
+                out[i] = exc
+
+    if len(groups) == 1:
+        run_group(next(iter(groups.values())))
+        return out
+    ex = ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="edgeprof-target")
+    try:
+        for f in [ex.submit(run_group, idx) for idx in groups.values()]:
+            f.result()
+    except BaseException:  # Ctrl-C: drop the boards' connections so their threads end now
+        for t in targets:
+            (getattr(t, "abort", None) or getattr(t, "close", lambda: None))()
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown()
+    return out
+
+
+class LockedStore:
+    """A results store shared by the threads of several targets: one append at a time, so
+    lines of different boards never interleave."""
+
+    def __init__(self, store: Any):
+        self._store = store
+        self._lock = threading.Lock()
+        self.path = getattr(store, "path", None)
+
+    def has(self, key: tuple) -> bool:
+        with self._lock:
+            return self._store.has(key)
+
+    def append(self, rec: dict[str, Any]) -> None:
+        with self._lock:
+            self._store.append(rec)
+
+
+# --------------------------------------------------------------------------------------------
+# `edgeprof targets check`: what a board is, and what it lacks
+# --------------------------------------------------------------------------------------------
+
+def _install(python: str, package: str) -> str:
+    return f"{python} -m pip install {package}"
+
+
+def check_target(target: Any) -> dict[str, Any]:
+    """Connect, read the worker's ``env`` and list what is missing with the command that
+    installs it. ``fatal`` is set when the board cannot profile at all."""
+    python = getattr(getattr(target, "spec", None), "python", None) or getattr(target, "python")
+    report: dict[str, Any] = {"name": target.name, "python_path": python, "missing": [],
+                              "fatal": None, "env": None}
+    spec = getattr(target, "spec", None)
+    if spec is not None:
+        report.update(address=spec.address, description=spec.description,
+                      source=str(spec.source) if spec.source else None)
+        target.connect()
+        report.update(connect_s=target.connect_s, work_dir=target.remote_work_dir,
+                      host_key_recorded=target.host_key_recorded)
+    try:
+        with target.start_worker("targets check") as w:
+            report["env"] = w.request("env")["env"]
+        versions = dict(report["env"]["versions"])
+    except EdgeprofError as exc:
+        if not hasattr(target, "probe"):
+            raise
+        try:
+            probe = target.probe()  # why the worker did not start: which imports fail
+        except EdgeprofError:
+            raise exc from None
+        report["probe"] = probe
+        report["worker_error"] = str(exc)
+        versions = {m: ("present" if ok else None) for m, ok in probe["modules"].items()}
+    litert = versions.get("ai_edge_litert") or versions.get("tflite_runtime")
+    if not versions.get("numpy"):
+        report["missing"].append(("numpy", _install(python, '"numpy>=1.19"')))
+    if not versions.get("onnxruntime"):
+        report["missing"].append(("onnxruntime", _install(python, "onnxruntime")))
+    if not litert:
+        report["missing"].append(("LiteRT", _install(python, "ai-edge-litert")))
+    report["versions"] = versions
+    names = [m for m, _ in report["missing"]]
+    preferred = {"onnxruntime": "onnxruntime", "litert": "LiteRT"}.get(
+        getattr(target, "runtime", None) or "")
+    if "numpy" in names:
+        report["fatal"] = "numpy is missing"
+    elif "onnxruntime" in names and "LiteRT" in names:
+        report["fatal"] = "no runtime (onnxruntime or LiteRT) is installed"
+    elif preferred in names:
+        report["fatal"] = f"its preferred runtime {preferred} is missing"
+    elif "worker_error" in report:
+        report["fatal"] = report["worker_error"]
+    return report
