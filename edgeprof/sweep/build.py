@@ -59,23 +59,40 @@ class Builder:
                          spec=spec_for_worker(self.root.input_spec, self._raw_dtype()))
         return apply_pass(self.cache, v, p, self.fidelity(v))[0]
 
-    # Parts built by other modules; a missing part is an error record, not a crash.
-    def _part(self, module: str, attr: str) -> Any:
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            raise InputError(f"this edgeprof build has no {module.rsplit('.', 1)[-1]} pass")
-
     def _unstructured(self, parent: Variant, recipe: Recipe) -> Variant:
-        make = self._part("edgeprof.passes.prune", "sweep_pass")
-        return apply_pass(self.cache, parent, make(recipe, self), self.fidelity(parent))[0]
+        from ..passes.prune import PrunePass
+        p = PrunePass(sparsity=recipe.sparsity, scope=recipe.scope)
+        return apply_pass(self.cache, parent, p, self.fidelity(parent))[0]
+
+    def _torch_model(self):
+        if getattr(self, "_torch", None) is None:
+            if not self.plan.torch_factory or not self.plan.example_shape:
+                raise InputError("channels = ... prunes the PyTorch model: give [model] torch = "
+                                 "\"module:factory\", weights and example_shape")
+            from ..passes.torch_load import load_torch_model
+            self._torch = load_torch_model(self.plan.torch_factory, self.plan.torch_weights,
+                                           tuple(self.plan.example_shape))
+        return self._torch
 
     def _structured(self, recipe: Recipe) -> Variant:
-        run = self._part("edgeprof.passes.structured", "sweep_variant")
-        return run(recipe, self)
+        from ..passes.structured import ChannelPrunePass, FineTune, export_root
+        model = self._torch_model()
+        parent = export_root(self.cache, model, self.root.input_spec)
+        ft = None
+        if recipe.finetune_epochs:
+            if self.finetune is None:
+                raise InputError("finetune_epochs needs [data] finetune = \"train.npz\"")
+            ft = FineTune(data=self.finetune, epochs=recipe.finetune_epochs)
+        p = ChannelPrunePass(model=model, channels=recipe.channels, finetune=ft,
+                             eval_data=self.eval, round_to=recipe.round_to,
+                             spec=spec_for_worker(self.root.input_spec, self._raw_dtype()))
+        return apply_pass(self.cache, parent, p, self.fidelity(parent))[0]
 
     def _tflite(self, parent: Variant, recipe: Recipe) -> Variant:
-        run = self._part("edgeprof.passes.tflite", "sweep_variant")
+        try:
+            run = importlib.import_module("edgeprof.passes.tflite").sweep_variant
+        except (ImportError, AttributeError):
+            raise InputError("this edgeprof build has no TFLite conversion pass")
         return run(parent, recipe, self)
 
 

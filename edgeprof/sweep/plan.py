@@ -13,7 +13,8 @@ from ..units import parse_duration_s
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int16x8")
 RECIPE_KEYS = {"precision", "per_channel", "format", "calib_method", "sparsity", "scope",
-               "channels", "finetune_epochs", "to", "name", "exclude_nodes", "exclude_ops"}
+               "channels", "round_to", "finetune_epochs", "to", "name", "exclude_nodes",
+               "exclude_ops"}
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Recipe:
     sparsity: float | None = None
     scope: str = "global"
     channels: float | None = None
+    round_to: int | None = None
     finetune_epochs: int = 0
     name: str | None = None
 
