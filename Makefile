@@ -4,9 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 BOARD  := .venv-board
 
-.PHONY: setup board-env demo test bench clean
+# The ONNX->TFLite converter's own environment (onnx2tf + TensorFlow, ~1.9 GB, pinned; needs
+# PyPI once), kept outside the checkout and shared by every cache, the tests and `make bench`.
+export EDGEPROF_TOOLS_DIR ?= $(HOME)/.cache/edgeprof-tools
 
-setup: $(VENV)/.installed
+.PHONY: setup tools board-env demo test bench clean
+
+setup: $(VENV)/.installed tools
+
+tools: $(VENV)/.installed
+	$(BIN)/edgeprof tools install tflite
 
 # torch==2.13.0 first: on these machines that pin is a CPU build on disk; an open range would
 # pull a multi-GB CUDA build (see ../shared/docs/stack-notes.md).

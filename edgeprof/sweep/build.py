@@ -89,11 +89,28 @@ class Builder:
         return apply_pass(self.cache, parent, p, self.fidelity(parent))[0]
 
     def _tflite(self, parent: Variant, recipe: Recipe) -> Variant:
-        try:
-            run = importlib.import_module("edgeprof.passes.tflite").sweep_variant
-        except (ImportError, AttributeError):
-            raise InputError("this edgeprof build has no TFLite conversion pass")
-        return run(parent, recipe, self)
+        """One onnx2tf run per parent produces every TFLite precision; each is a variant."""
+        from ..passes.convert import check_tolerance
+        from ..passes.tflite import ConverterRun, TflitePass
+
+        runs = self.__dict__.setdefault("_tflite_runs", {})
+        if parent.id not in runs:
+            runs[parent.id] = ConverterRun(
+                cache=self.cache, parent=parent, calib=self.calib, quantize=self.calib is not None,
+                per_channel=recipe.per_channel,
+                worker_spec=spec_for_worker(parent.input_spec, self._raw_dtype()))
+        p = TflitePass(recipe.precision, runs[parent.id])
+        base = self.fidelity(parent)
+
+        def fidelity(path: Path, v: Variant) -> dict[str, Any]:
+            res = base(path, v) if base else {}
+            if res:
+                verdict, warning = check_tolerance(v.config["precision"], res)
+                res["tolerance"] = verdict
+                if warning:
+                    v.notes.append(warning)
+            return res
+        return apply_pass(self.cache, parent, p, fidelity if base else None)[0]
 
 
 def open_root(cache: Cache, plan: Plan) -> Variant:

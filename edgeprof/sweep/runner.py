@@ -36,7 +36,7 @@ class SweepRunner:
         plan.out_dir.mkdir(parents=True, exist_ok=True)
         self.results_path = plan.out_dir / "results.jsonl"
         self.store = ResultStore(self.results_path)
-        self.counts = {"variants": 0, "built": 0, "reused": 0, "latency": 0, "accuracy": 0, "robustness": 0,
+        self.counts = {"variants": 0, "passes_run": 0, "latency": 0, "accuracy": 0, "robustness": 0,
                        "errors": 0, "skipped": 0}
 
     def _phase(self, name: str, desc: str, frac: float) -> None:
@@ -77,8 +77,7 @@ class SweepRunner:
                 continue
             if v.id not in {x.id for x in variants}:
                 variants.append(v)
-        self.counts["built"] = sum(PASS_CALLS.values()) - ran_before
-        self.counts["reused"] = len(variants) - 1 - self.counts["built"] if variants else 0
+        self.counts["passes_run"] = sum(PASS_CALLS.values()) - ran_before
         self.counts["variants"] = len(variants)
         return variants
 

@@ -762,21 +762,28 @@ class Worker:
             raise WorkerFault("predict got no rows")
         spec = req.get("spec") or {}
         step = int(req.get("batch", 64))
+        fixed = [i["shape"][0] for i in rt.inputs if i["shape"] and isinstance(i["shape"][0], int)]
+        if fixed and isinstance(rt, OrtRuntime):
+            step = fixed[0]  # onnxruntime cannot resize a fixed batch: feed whole batches of it
         outs = []
         for s in range(0, n, step):
             chunk = {k: v[s:s + step] for k, v in raw.items()}
             m = min(len(v) for v in chunk.values())
-            feeds = prepare_feeds(rt, chunk, spec, {i["name"]: [m] + list(i["shape"][1:])
+            if fixed and isinstance(rt, OrtRuntime) and m < step:  # pad the last batch, trim below
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], step - m, axis=0)])
+                         for k, v in chunk.items()}
+            rows = min(len(v) for v in chunk.values())
+            feeds = prepare_feeds(rt, chunk, spec, {i["name"]: [rows] + list(i["shape"][1:])
                                                    for i in rt.inputs})
             if isinstance(rt, LiteRtRuntime) and not rt.resize(
                     {k: list(v.shape) for k, v in feeds.items()}):
                 # a model that refuses other batch sizes runs one sample at a time
                 rt.resize({k: [1] + list(v.shape[1:]) for k, v in feeds.items()})
-                rows = [rt.run({k: v[r:r + 1] for k, v in feeds.items()}) for r in range(m)]
-                res = [np.concatenate([row[j] for row in rows]) for j in range(len(rt.outputs))]
+                per_row = [rt.run({k: v[r:r + 1] for k, v in feeds.items()}) for r in range(m)]
+                res = [np.concatenate([row[j] for row in per_row]) for j in range(len(rt.outputs))]
             else:
                 res = [np.array(o, copy=True) for o in rt.run(feeds)]
-            outs.append(res)
+            outs.append([o[:m] for o in res])
         if isinstance(rt, LiteRtRuntime):  # back to the shapes that `round` times
             rt.resize({k: list(v.shape) for k, v in rt.feeds.items()})
             rt.set_inputs(rt.feeds)
