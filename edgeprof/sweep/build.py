@@ -2,13 +2,12 @@
 Each step is a pass through ``apply_pass``, so everything built once is reused."""
 from __future__ import annotations
 
-import importlib
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from ..data import Dataset
-from ..errors import EdgeprofError, InputError
+from ..errors import InputError
 from ..measure.fidelity import FidelityEvaluator
 from ..passes.base import apply_pass
 from ..variants.cache import Cache, Variant
@@ -120,16 +119,13 @@ def open_root(cache: Cache, plan: Plan) -> Variant:
     spec = load_spec(plan.preprocess).to_dict() if plan.preprocess else None
     if plan.model_path is not None:
         return cache.register_root(open_model(plan.model_path), input_spec=spec)
-    export = None
-    try:
-        export = importlib.import_module("edgeprof.passes.torch_export").sweep_root
-    except (ImportError, AttributeError):
-        raise InputError("[model] torch = ... needs the PyTorch export pass, which this build "
-                         "lacks; give [model] path = \"model.onnx\"")
-    try:
-        return export(cache, plan, spec)
-    except EdgeprofError:
-        raise
+    if not plan.torch_factory or not plan.example_shape:
+        raise InputError("[model] needs path = \"model.onnx\", or torch = \"module:factory\" "
+                         "with example_shape (and weights)")
+    from ..passes.structured import export_root
+    from ..passes.torch_load import load_torch_model
+    model = load_torch_model(plan.torch_factory, plan.torch_weights, tuple(plan.example_shape))
+    return export_root(cache, model, spec)
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ..data import Dataset, check_disjoint, load_npz
 from ..errors import EdgeprofError
-from ..measure.accuracy import accuracy_record, predict
+from ..measure.accuracy import accuracy_record
 from ..measure.profiler import Profiler, Settings
 from ..results import ResultStore, new_record, read_records
 from ..targets import get_target
