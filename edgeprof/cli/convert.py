@@ -84,16 +84,15 @@ def _export_torch(cache, factory: str, weights: Path | None, example_shape: str 
     from ..errors import InputError
     from ..inputspec import load_spec
     from ..models import open_model
-    from ..passes.torch_export import build_model, export_onnx, parse_shape
+    from ..passes.torch_load import export_with_parity, load_torch_model
 
     if not example_shape:
         raise InputError("--torch needs --example-shape, e.g. 1x3x224x224")
-    shape = parse_shape(example_shape)
     spec = load_spec(preprocess).to_dict() if preprocess else None
-    model = build_model(factory, weights)
+    model = load_torch_model(factory, weights, example_shape)
     with tempfile.TemporaryDirectory(prefix="edgeprof-export-") as tmp:
         path = Path(tmp) / f"{factory.rpartition(':')[2]}.onnx"
-        info = export_onnx(model, shape, path, static_batch)
+        info = export_with_parity(model, path, static_batch)
         src = f"torch {factory}" + (f" weights {weights}" if weights else " (untrained: no --weights)")
         v = cache.register_root(open_model(path), input_spec=spec, source=src)
     info["factory"] = factory

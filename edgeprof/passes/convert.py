@@ -1,4 +1,4 @@
-"""Conversion passes: PyTorch -> ONNX (:mod:`.torch_export`) and ONNX -> TFLite through onnx2tf in
+"""Conversion passes: PyTorch -> ONNX (:mod:`.torch_load`) and ONNX -> TFLite through onnx2tf in
 its managed environment (:mod:`.tflite`); here, the parity bars every conversion is held to."""
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import numpy as np
 from ..data import Dataset
 from .tflite import (PASS_NAME, PRECISIONS, ConverterRun, TflitePass, channels_first,
                      parse_precisions)
-from .torch_export import build_model, export_onnx, parse_shape
+from .torch_load import export_onnx, export_with_parity, load_torch_model, parse_shape
 
 __all__ = ["PASS_NAME", "PRECISIONS", "ConverterRun", "TflitePass", "TOLERANCES",
-           "check_tolerance", "synthetic_dataset", "parse_precisions", "build_model",
-           "export_onnx", "parse_shape"]
+           "check_tolerance", "synthetic_dataset", "parse_precisions", "load_torch_model",
+           "export_onnx", "export_with_parity", "parse_shape"]
 
 #: parity bars against the ONNX parent (issue 6): relative max error, or top-1 agreement
 TOLERANCES = {"fp32": ("relative_max_error", 1e-4), "fp16": ("relative_max_error", 1e-2),

@@ -365,6 +365,20 @@ def test_demo_factory_and_weights_export_to_a_root_variant(tmp_path):
     np.testing.assert_allclose(_ort(out, x), _ort(D["onnx"], x), atol=1e-4)
 
 
+def test_demo_export_is_the_bundled_demo_root(tmp_path):
+    """convert --to onnx and structured pruning share one exporter: the demo factory and weights
+    give the bundled fashion_cnn.onnx byte for byte, so both land on the same root variant."""
+    require(_has_torch(), "torch is not installed")
+    import hashlib
+    rec = tmp_path / "v.json"
+    r = export(tmp_path / "c", "--torch", "edgeprof.demo.model:fashion_cnn", "--weights",
+               str(D["pt"]), "--example-shape", "1x1x28x28", "--json", str(rec))
+    assert r.exit_code == 0, r.output
+    (v,) = json.loads(rec.read_text())
+    assert v["id"] == hashlib.sha256(D["onnx"].read_bytes()).hexdigest()
+    assert v["extra"]["torch_export"]["output_names"] == ["logits"]
+
+
 def test_static_batch_export(tmp_path):
     require(_has_torch(), "torch is not installed")
     import onnx
