@@ -9,17 +9,20 @@ import click
 @click.command("demo")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/demo"),
               show_default=True, help="Report folder.")
-@click.option("--min-time", default="1s", show_default=True, help="Latency time per setting.")
+@click.option("--quick", is_flag=True, help="A smaller run of the same pipeline.")
+@click.option("--cache-dir", type=click.Path(path_type=Path))
 @click.option("-q", "--quiet", is_flag=True)
-def demo(out: Path, min_time: str, quiet: bool) -> None:
-    """Profile the bundled Fashion-MNIST CNN and write a report (summary.md, results)."""
+@click.pass_context
+def demo(ctx: click.Context, out: Path, quick: bool, cache_dir: Path | None, quiet: bool) -> None:
+    """Sweep the bundled Fashion-MNIST CNN through every format, precision and pruning level,
+    measure latency, memory, accuracy and robustness, and write the report."""
     from ..demo.run import run_demo
-    from ..report.terminal import print_records, terminal_console
-    from ..units import parse_duration_s
+    from ..report.terminal import print_decision, terminal_console
     from .progress import progress_bar
 
+    ctx.find_root().edgeprof_interrupt_note = (f"records measured so far are in {out}/"
+                                               "results.jsonl (the demo starts afresh on rerun; "
+                                               "variants stay cached)")
     with progress_bar(quiet) as prog:
-        records = run_demo(out, parse_duration_s(min_time, "--min-time", 0.0, 600.0), prog)
-    console = terminal_console()
-    print_records(records, console)
-    console.print(f"report: {out / 'summary.md'}", highlight=False)
+        result = run_demo(out, quick=quick, cache_dir=cache_dir, progress=prog)
+    print_decision(result["decision"], result["counts"], terminal_console(), result["report"])

@@ -1,0 +1,200 @@
+"""``edgeprof robustness``: accuracy under corruptions, calibration and attacks of deployed
+variants against their fp32 baseline, measured on the target's runtime."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@click.command("robustness")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Evaluation images: .npz ('x' uint8 or float32 NHWC, optional 'y') or an image folder.")
+@click.option("--preprocess", type=click.Path(path_type=Path), help="InputSpec TOML of the root model.")
+@click.option("--target", "target_name", default="local", show_default=True, metavar="NAME",
+              help="Where to run: local, or a board's target file NAME.toml.")
+@click.option("--targets-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Look for target files here first.")
+@click.option("--accept-new-host-key", is_flag=True, help="Record a board's host key on first contact.")
+@click.option("--corruptions", default="all", show_default=True,
+              help="ImageNet-C corruptions: all, none, or names separated by commas.")
+@click.option("--severities", default="1-5", show_default=True, help="Severities, e.g. 1-5 or 1,3,5.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the random corruptions and attacks.")
+@click.option("--attack", "attack_names", metavar="NAMES",
+              help="square (black-box, on each variant), fgsm, pgd (transfer, need --torch).")
+@click.option("--eps", default="2/255,8/255", show_default=True,
+              help="L-inf budgets in the [0, 1] image domain (8/255 = 8 grey levels).")
+@click.option("--queries", default=1000, show_default=True, type=int,
+              help="Square Attack query budget per image.")
+@click.option("--attack-limit", type=int, help="Attack only the first N evaluated images.")
+@click.option("--pgd-steps", default=10, show_default=True, type=int)
+@click.option("--torch", "torch_factory", metavar="MODULE:FACTORY",
+              help="PyTorch source of the transfer attacks (FGSM and PGD).")
+@click.option("--weights", type=click.Path(path_type=Path), help="State dict for --torch.")
+@click.option("--baseline", help="Baseline model (default: the fp32 root of each model's family).")
+@click.option("--limit", type=int, help="Evaluate the first N images only (stated in the records).")
+@click.option("--batch", default=250, show_default=True, type=int, help="Rows per inference call.")
+@click.option("--results", type=click.Path(path_type=Path),
+              help="Append records to this JSON Lines file; keys already there are skipped.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the records as JSON.")
+@click.option("--cache-dir", type=click.Path(path_type=Path))
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@click.pass_context
+def robustness(ctx: click.Context, models: tuple[str, ...], data: Path, preprocess: Path | None,
+               target_name: str, targets_dir: Path | None, accept_new_host_key: bool,
+               corruptions: str, severities: str, seed: int, attack_names: str | None, eps: str,
+               queries: int, attack_limit: int | None, pgd_steps: int, torch_factory: str | None,
+               weights: Path | None, baseline: str | None, limit: int | None, batch: int,
+               results: Path | None, json_out: Path | None, cache_dir: Path | None,
+               quiet: bool) -> None:
+    """Robustness of MODELS (paths or variant ids) against their fp32 baseline: clean and
+    corrupted accuracy, mCE, calibration (ECE, NLL, Brier) and adversarial robust accuracy."""
+    from ..data import load_npz
+    from ..errors import InputError
+    from ..report.terminal import terminal_console
+    from ..results import ResultStore, check_writable, write_json
+    from ..robustness import metrics as M
+    from ..robustness.evaluate import (ATTACKS, TRANSFER, AttackConfig, RobustnessConfig,
+                                       evaluate_robustness)
+    from ..targets import get_target
+    from ..variants.cache import Cache
+    from .progress import progress_bar
+
+    sev = M.parse_severities(severities)
+    names = [t.strip() for t in (attack_names or "").split(",") if t.strip()]
+    for a in names:
+        if a not in ATTACKS:
+            raise InputError(f"--attack {a!r}: valid attacks are {', '.join(ATTACKS)}")
+    if torch_factory and not any(a in TRANSFER for a in names):
+        names += list(TRANSFER)
+    if any(a in TRANSFER for a in names) and not torch_factory:
+        raise InputError("fgsm and pgd are transfer attacks: give the PyTorch source with "
+                         "--torch module:factory --weights W.pt")
+    if weights and not torch_factory:
+        raise InputError("--weights belongs to --torch module:factory; give --torch too")
+    eps_given = ctx.get_parameter_source("eps") is not click.core.ParameterSource.DEFAULT
+    if eps_given and not names:
+        raise InputError("--eps applies to attacks: add --attack square or --torch module:factory")
+    eps_list = M.parse_eps(eps)
+    for flag, v in (("--queries", queries), ("--limit", limit), ("--attack-limit", attack_limit),
+                    ("--pgd-steps", pgd_steps), ("--batch", batch)):
+        if v is not None and v < 1:
+            raise InputError(f"{flag} {v}: must be at least 1")
+    for flag, p in (("--json", json_out), ("--results", results)):
+        if p:
+            check_writable(p, flag)
+    ds = load_npz(data)
+    channels = next(iter(ds.x.values())).shape[3] if next(iter(ds.x.values())).ndim == 4 else 1
+    config = RobustnessConfig(
+        corruptions=M.parse_corruptions(corruptions, channels), severities=sev, seed=seed,
+        limit=limit, torch_factory=torch_factory, torch_weights=weights, batch=batch,
+        attacks=[AttackConfig(name=a, eps=eps_list, queries=queries, limit=attack_limit,
+                              steps=pgd_steps) for a in dict.fromkeys(names)])
+    if not config.corruptions and not config.attacks:
+        raise InputError("nothing to evaluate: --corruptions none and no --attack")
+    cache = Cache(cache_dir)
+    groups = _families(cache, list(models), preprocess, baseline)
+    store = ResultStore(results)
+    target = get_target(target_name, targets_dir=targets_dir,
+                        accept_new_host_key=accept_new_host_key)
+    ctx.edgeprof_interrupt_note = (f"records written so far are in {results}; rerun the same "
+                                   "command to resume" if results else
+                                   "nothing was saved (use --results FILE to keep records)")
+    records: list[dict[str, Any]] = []
+    skipped = []
+    try:
+        with progress_bar(quiet) as prog:
+            for gi, (base_ref, refs) in enumerate(groups):
+                def sub(desc: str, frac: float, gi: int = gi) -> None:
+                    prog(desc, (gi + frac) / len(groups))
+                out = evaluate_robustness(refs, ds, config, target=target,
+                                          target_name=target.name, cache_dir=cache.root,
+                                          baseline=base_ref, store=store, progress=sub)
+                records += out.records
+                skipped += out.skipped
+    finally:
+        getattr(target, "close", lambda: None)()
+    console = terminal_console()
+    for ref in skipped:
+        console.print(f"  skipped (already in {results}): {ref.name}", highlight=False)
+    print_robustness(records, console)
+    if json_out:
+        write_json(json_out, records)
+
+
+def _families(cache, models: list[str], preprocess: Path | None, baseline: str | None) -> list:
+    """[(baseline ref, [model refs])]: one group per baseline (each model's fp32 root unless
+    --baseline names one). --preprocess applies to the root models given."""
+    from ..errors import InputError
+    from ..variants.family import open_variant
+
+    def open_one(arg: str):
+        ref, v = cache.resolve(arg)
+        if v is not None and v.parent is not None:
+            return v, cache.get(v.root)
+        return open_variant(cache, arg, preprocess)
+
+    fixed = open_one(baseline)[0] if baseline else None
+    groups: dict[str, tuple[Any, list]] = {}
+    for arg in models:
+        v, root = open_one(arg)
+        base = fixed or root
+        if base is None:
+            raise InputError(f"{v.short_id}: its root {v.root[:12]} is not in the cache "
+                             f"{cache.root}; name a baseline with --baseline MODEL")
+        entry = groups.setdefault(base.id, (cache.ref(base), []))
+        if v.id not in {r.id for r in entry[1]}:
+            entry[1].append(cache.ref(v))
+    return list(groups.values())
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _ci(v: float | None, ci: list[float] | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.1%} [{ci[0]:.1%}, {ci[1]:.1%}]" if ci else f"{v:.1%}"
+
+
+def print_robustness(records: list[dict[str, Any]], console) -> None:
+    from rich import box
+    from rich.table import Table
+
+    recs = [r for r in records if r.get("kind") == "robustness"]
+    if not recs:
+        return
+    t = Table(title="robustness (95 % Wilson intervals; mCE: baseline = 1.00)", title_justify="left",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("model", "n", "clean acc", "corruption acc", "mCE", "rel mCE", "ECE clean",
+                "ECE corr", "agree"):
+        t.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
+    for r in recs:
+        cal = r.get("calibration") or {}
+        corr = cal.get("corrupted_mean") or {}
+        agree = (r.get("agreement_with_baseline") or {}).get("corrupted_mean")
+        name = r["model"]["name"] + (" (baseline)" if r.get("baseline_id") == r["variant_id"] else "")
+        t.add_row(name, str(r["n"]), _ci(r.get("clean_accuracy"), r.get("clean_accuracy_ci")),
+                  _ci(r.get("mean_corruption_accuracy"), r.get("mean_corruption_accuracy_ci")),
+                  "-" if r.get("mce") is None else f"{r['mce']:.2f}",
+                  "-" if r.get("relative_mce") is None else f"{r['relative_mce']:.2f}",
+                  "-" if r.get("ece") is None else f"{r['ece']:.3f}",
+                  "-" if corr.get("ece") is None else f"{corr['ece']:.3f}", _pct(agree))
+    console.print(t)
+    rows = [(r, a, label, e) for r in recs for a, per in (r.get("attacks") or {}).items()
+            for label, e in per.items()]
+    if rows:
+        t = Table(title="attacks (L-inf, eps in the [0, 1] image domain)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in ("model", "attack", "eps", "robust acc", "n", "queries mean/median", "max |dx|"):
+            t.add_column(col, justify="left" if col in ("model", "attack") else "right")
+        for r, a, label, e in rows:
+            q = "-" if e.get("queries_mean") is None else \
+                f"{e['queries_mean']:.0f} / {e['queries_median']:.0f}"
+            t.add_row(r["model"]["name"], a, label, _pct(e.get("robust_accuracy")), str(e["n"]),
+                      q, f"{e['max_linf']:.4f}" + ("" if e.get("within_eps") else " !"))
+        console.print(t)

@@ -1,0 +1,445 @@
+"""Robustness of deployed variants, measured on the runtime that will run them.
+
+``evaluate_robustness`` evaluates a baseline (the family's fp32 root, in AlexNet's role for the
+corruption error) and then each variant, one worker per model on the chosen target: clean
+accuracy, ImageNet-C corruptions (sets generated once and cached, staged with ``target.stage``
+so a board receives them once and applies each variant's InputSpec itself), calibration, the
+black-box Square Attack through the variant's own ``predict``, and transfer attacks crafted on a
+PyTorch source. One ``robustness`` record per (variant, target, data). ``sweep_robustness`` is
+the sweep's hook; ``edgeprof robustness`` is the CLI.
+
+Every variant is fed exactly as for clean data: corrupted sets are stored in the data's raw form
+(uint8 after rounding for uint8 data), adversarial inputs of uint8 data travel as float32 x 255
+(no rounding, eps exact), and the variant's InputSpec is sent unchanged with the raw dtype made
+explicit, so ``scale = 1/255`` means the same thing for both.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..data import Dataset
+from ..errors import EdgeprofError, InputError
+from ..inputspec import InputSpec, worker_spec
+from ..models import ModelRef
+from ..results import new_record
+from ..targets.worker import decode_array, encode_array
+from . import attacks as atk
+from . import metrics as M
+from .datasets import DataCache, ImageSet, corrupted_set, image_set
+
+Progress = Callable[[str, float], None]
+ATTACKS = ("square", "fgsm", "pgd")
+TRANSFER = ("fgsm", "pgd")
+BASELINE_PROBS_MAX_BYTES = 1 << 30  # keep the baseline's softmax for output drift up to this
+REPLY_MAX_BYTES = 64 << 20  # one predict request or reply (base64 JSON) stays under about this
+
+
+@dataclass
+class AttackConfig:
+    name: str                                  # square | fgsm | pgd
+    eps: list[tuple[str, float]]               # (label as written, value) in the [0, 1] domain
+    queries: int = 1000                        # square: query budget per image
+    limit: int | None = None                   # attack the first N evaluated rows
+    steps: int = 10                            # pgd
+    p_init: float = atk.SQUARE_P_INIT          # square
+
+
+@dataclass
+class RobustnessConfig:
+    corruptions: list[str] = field(default_factory=list)
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    seed: int = 0
+    limit: int | None = None
+    attacks: list[AttackConfig] = field(default_factory=list)
+    torch_factory: str | None = None
+    torch_weights: Path | None = None
+    batch: int = 250
+
+
+@dataclass
+class Outcome:
+    records: list[dict[str, Any]]
+    skipped: list[ModelRef]
+    generated: int            # derived sets made in this run (0 when all were cached)
+    reused: int
+    predict_s: float          # host time spent in predict requests (inference + transport)
+
+
+def parse_attacks(spec: dict[str, Any] | None) -> list[AttackConfig]:
+    """The sweep file's ``attacks`` table: ``{square = {eps = [...], queries = 100, limit = 100},
+    fgsm = {eps = [...]}, pgd = {eps = [...], steps = 10}}``."""
+    out = []
+    for name, cfg in (spec or {}).items():
+        if name not in ATTACKS:
+            raise InputError(f"attacks: unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
+        cfg = dict(cfg or {})
+        unknown = set(cfg) - {"eps", "queries", "limit", "steps", "p_init"}
+        if unknown:
+            raise InputError(f"attacks.{name}: unknown key(s) {sorted(unknown)}")
+        out.append(AttackConfig(name=name, eps=M.parse_eps(cfg.get("eps", "2/255,8/255"),
+                                                             f"attacks.{name}.eps"),
+                                queries=_positive(cfg.get("queries", 1000), f"attacks.{name}.queries"),
+                                limit=_positive(cfg["limit"], f"attacks.{name}.limit")
+                                if cfg.get("limit") is not None else None,
+                                steps=_positive(cfg.get("steps", 10), f"attacks.{name}.steps"),
+                                p_init=float(cfg.get("p_init", atk.SQUARE_P_INIT))))
+    return out
+
+
+def _positive(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise InputError(f"{what} = {v!r}: must be a positive integer")
+    return v
+
+
+def worker_spec_for(ref: ModelRef, raw_dtype: str) -> dict[str, Any]:
+    """The variant's InputSpec with the raw dtype made explicit (never the worker's default,
+    which would take float32 adversarial inputs for data in [0, 1])."""
+    return worker_spec(InputSpec.from_dict(ref.input_spec or {}), raw_dtype)
+
+
+# -- one model ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Cell:
+    metrics: dict[str, Any]
+    pred: np.ndarray
+    probs: np.ndarray | None = None
+
+
+class _Run:
+    """State shared across the models of one evaluation: data, cached sets, staging, progress."""
+
+    def __init__(self, images: ImageSet, config: RobustnessConfig, target: Any, cache: DataCache,
+                 progress: Progress, total_units: float):
+        self.images, self.config, self.target, self.cache = images, config, target, cache
+        self.progress, self.total, self.done = progress, max(total_units, 1.0), 0.0
+        self._staged: dict[Path, str] = {}
+        self.predict_s = 0.0
+        data = images.data
+        self.clean_npz = data.path if data.path.is_file() else cache.get(
+            {"kind": "clean", "data_sha256": data.sha256},
+            lambda: dict(data.x, **({"y": data.y} if data.y is not None else {})))
+
+    def tick(self, desc: str, units: float = 0.0) -> None:
+        self.done += units
+        self.progress(desc, min(1.0, self.done / self.total))
+
+    def stage(self, path: Path) -> str:
+        if path not in self._staged:
+            self._staged[path] = self.target.stage(path)
+        return self._staged[path]
+
+    def _request(self, w, **args: Any) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = w.request("predict", **args)["outputs"]
+        self.predict_s += time.perf_counter() - t0
+        return decode_array(next(iter(out.values()))).astype(np.float32)
+
+    def predict(self, w, spec, batch: int, npz: str, stop: int, classes: int) -> np.ndarray:
+        """Outputs for rows [0, stop) of a staged npz; replies kept under ~64 MiB each."""
+        rows = max(batch, REPLY_MAX_BYTES // (4 * max(classes, 1)) // batch * batch)
+        parts = [self._request(w, npz=npz, start=i, stop=min(i + rows, stop), batch=batch,
+                               spec=spec) for i in range(0, stop, rows)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def predict_arrays(self, w, spec, batch: int, name: str, raw: np.ndarray) -> np.ndarray:
+        """Outputs for inline rows, sent in requests of at most ~64 MiB."""
+        rows = max(1, REPLY_MAX_BYTES // max(1, raw[:1].nbytes))
+        parts = [self._request(w, arrays={name: encode_array(raw[i:i + rows])}, batch=batch,
+                               spec=spec) for i in range(0, len(raw), rows)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _cell(outputs: np.ndarray, labels: np.ndarray | None, probabilities: bool,
+          base: _Cell | None, keep_probs: bool) -> _Cell:
+    logp = M.log_probabilities(outputs, probabilities)
+    probs = np.exp(logp)
+    pred = logp.argmax(axis=1).astype(np.int32)
+    if labels is not None:
+        m = M.classification(outputs, labels, probabilities)
+    else:
+        m = {"n": int(len(pred))}
+    if base is not None:
+        m["agreement"] = M.agreement(pred, base.pred)
+        if base.probs is not None:
+            m["output_drift"] = M.total_variation(probs, base.probs)
+    return _Cell(m, pred, probs.astype(np.float16) if keep_probs else None)
+
+
+def _evaluate_model(run: _Run, ref: ModelRef, base: dict | None, do_attacks: bool,
+                    transfer: dict[str, dict[str, Any]], keep_probs: bool) -> dict[str, Any]:
+    """Clean, corrupted and attacked outputs of one model through one worker."""
+    im, cfg = run.images, run.config
+    labels = im.labels
+    spec = worker_spec_for(ref, im.raw_dtype)
+    clean_npz = run.stage(run.clean_npz)
+    with run.target.start_worker(f"{ref.name} robustness") as w:
+        loaded = w.request("load", path=run.stage(ref.path), threads=1, batch=1,
+                           inputs={"npz": clean_npz}, spec=spec)
+        inp = loaded["inputs"][0]
+        batch = cfg.batch
+        if loaded.get("runtime") == "onnxruntime" and isinstance(inp["shape"][0], int):
+            if inp["shape"][0] != 1:
+                raise InputError(f"{ref.name}: input '{inp['name']}' has a fixed batch of "
+                                 f"{inp['shape'][0]}; export the model with a dynamic batch")
+            batch = 1
+        run.tick(f"{ref.name}: clean")
+        out_shape = loaded["outputs"][0]["shape"]
+        classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else 1000
+        clean_out = run.predict(w, spec, batch, clean_npz, im.n, classes)
+        M.check_outputs(clean_out, labels, im.n, ref.name)
+        probabilities = M.looks_like_probabilities(clean_out)
+        n_cells = 1 + len(cfg.corruptions) * len(cfg.severities)
+        keep_probs = keep_probs and im.n * clean_out.shape[1] * n_cells * 2 <= BASELINE_PROBS_MAX_BYTES
+        cells = {"clean": _cell(clean_out, labels, probabilities,
+                                base["cells"]["clean"] if base else None, keep_probs)}
+        run.tick(f"{ref.name}: clean", im.n)
+        for c in cfg.corruptions:
+            for s in cfg.severities:
+                run.tick(f"{ref.name}: {c} {s}")
+                made = run.cache.generated
+                path = corrupted_set(run.cache, im, c, s, cfg.seed)
+                if run.cache.generated > made:
+                    run.tick(f"generated {c} {s}", im.n)
+                out = run.predict(w, spec, batch, run.stage(path), im.n, classes)
+                M.check_outputs(out, None, im.n, f"{ref.name} ({c} {s})")
+                bcell = base["cells"].get((c, s)) if base else None
+                cells[(c, s)] = _cell(out, labels, probabilities, bcell, keep_probs)
+                run.tick(f"{ref.name}: {c} {s}", im.n)
+        results: dict[str, dict[str, Any]] = {}
+        if do_attacks:
+            for a in cfg.attacks:
+                if a.name == "square":
+                    results["square"] = _square(run, w, spec, batch, ref, inp["name"], a)
+            for name, per_eps in transfer.items():
+                results[name] = {}
+                for label, t in per_eps.items():
+                    out = run.predict(w, spec, batch, run.stage(t["path"]), t["n"], classes)
+                    ok = out.argmax(axis=1) == labels[: t["n"]]
+                    results[name][label] = dict(t["summary"], robust_accuracy=float(ok.mean()),
+                                                n=int(t["n"]))
+                    run.tick(f"{ref.name}: {name} {label}", t["n"])
+    return {"cells": cells, "attacks": results, "probabilities": probabilities,
+            "runtime": loaded.get("runtime")}
+
+
+def _square(run: _Run, w, spec, batch: int, ref: ModelRef, input_name: str,
+            a: AttackConfig) -> dict[str, Any]:
+    im = run.images
+    n = min(a.limit or im.n, im.n)
+    x, y = im.float01(n), im.labels[:n]
+
+    def predict(x01: np.ndarray) -> np.ndarray:
+        raw = im.to_raw(x01, exact=True)
+        return run.predict_arrays(w, spec, batch, input_name, raw)
+
+    out = {}
+    for label, eps in a.eps:
+        base = run.done
+
+        def prog(it: int, total: int, label: str = label) -> None:
+            run.done = base + n * it
+            run.tick(f"{ref.name}: square {label} query {it}/{total}")
+
+        res = atk.square_attack_linf(predict, x, y, eps, a.queries, a.p_init, run.config.seed, prog)
+        summary = res.summary(eps, x)
+        if not summary["within_eps"]:  # a bug of ours: never record it as a result
+            raise EdgeprofError(f"square attack left the eps-ball ({summary['max_linf']:g} > {eps:g})")
+        out[label] = dict(summary, queries_budget=a.queries, p_init=a.p_init)
+        run.done = base
+        run.tick(f"{ref.name}: square {label}", n * a.queries)
+    return out
+
+
+# -- records --------------------------------------------------------------------------------------
+
+
+def _record(ref: ModelRef, target: str, im: ImageSet, cfg: RobustnessConfig, own: dict,
+            base: dict | None, baseline_id: str | None) -> dict[str, Any]:
+    rec: dict[str, Any] = dict(
+        variant_id=ref.id, root_id=ref.root_id or ref.id, target=target, threads=1, batch=None,
+        data_sha256=im.data.sha256,
+        model={"name": ref.name, "path": str(ref.path), "format": ref.format,
+               "model_bytes": ref.model_bytes, "zlib_bytes": ref.zlib_bytes},
+        runtime=own["runtime"], n=im.n, labels=im.labels is not None, baseline_id=baseline_id,
+        corruptions=list(cfg.corruptions), severities=list(cfg.severities), limit=cfg.limit,
+        seed=cfg.seed, outputs_are_probabilities=own["probabilities"], attacks=own["attacks"])
+    rec.update(M.summarize({k: c.metrics for k, c in own["cells"].items()},
+                           {k: c.metrics for k, c in base["cells"].items()} if base else None,
+                           cfg.corruptions, cfg.severities, im.n, im.labels is not None,
+                           baseline_id == ref.id))
+    robust = [e["robust_accuracy"] for per in rec["attacks"].values() for e in per.values()
+              if e.get("robust_accuracy") is not None]
+    rec["robust_accuracy"] = min(robust) if robust else None  # the worst attack's, for tables
+    return new_record("robustness", **rec)
+
+
+def record_key(ref: ModelRef, target: str, data: Dataset) -> tuple:
+    return (ref.id, target, 1, None, "robustness", data.sha256)
+
+
+# -- the API --------------------------------------------------------------------------------------
+
+
+def evaluate_robustness(models: list[ModelRef], data: Dataset, config: RobustnessConfig, *,
+                        target: Any = None, target_name: str | None = None,
+                        cache_dir: str | Path | None = None, baseline: ModelRef | None = None,
+                        store: Any = None, progress: Progress | None = None,
+                        on_error: Callable[[ModelRef | None, Exception], None] | None = None
+                        ) -> Outcome:
+    """Evaluate ``baseline`` (first) and ``models`` on ``target``; one record per model.
+
+    ``store`` (a ResultStore): keys already there are skipped and new records appended. With
+    ``on_error``, a model that fails is reported there and the others go on; without, it raises.
+    """
+    from ..targets import get_target
+    from ..variants.cache import cache_root
+
+    progress = progress or (lambda d, f: None)
+    images = image_set(data, config.limit)
+    config = dataclasses.replace(
+        config, corruptions=M.parse_corruptions(config.corruptions, images.channels),
+        severities=M.parse_severities(config.severities))
+    if config.attacks and images.labels is None:
+        exc = InputError(f"{data.path.name}: attacks need labels 'y'")
+        if on_error is None:
+            raise exc
+        on_error(None, exc)
+        config = dataclasses.replace(config, attacks=[])
+    target = target or get_target("local")
+    tname = target_name or getattr(target, "name", "local")
+    cache = DataCache(cache_root(cache_dir))
+    order: list[ModelRef] = []
+    for m in ([baseline] if baseline is not None else []) + list(models):
+        if m.id not in {o.id for o in order}:
+            order.append(m)
+    todo = [m for m in order if store is None or not store.has(record_key(m, tname, data))]
+    skipped = [m for m in order if m not in todo]
+    base_needed = baseline is not None and any(m.id != baseline.id for m in todo)
+    n, cells = images.n, len(config.corruptions) * len(config.severities)
+    per_model = n * (1 + cells)
+    attack_units = sum(min(a.limit or n, n) * (a.queries if a.name == "square" else 1) * len(a.eps)
+                       for a in config.attacks)
+    transfer_units = sum(min(a.limit or n, n) * len(a.eps) for a in config.attacks
+                         if a.name in TRANSFER)
+    total = (len(todo) + (base_needed and baseline in skipped)) * per_model \
+        + len(todo) * attack_units + n * cells + transfer_units
+    records: list[dict[str, Any]] = []
+    if not todo:
+        return Outcome(records, skipped, cache.generated, cache.reused, 0.0)
+    run = _Run(images, config, target, cache, progress, total)
+    try:
+        source_spec = worker_spec_for_source((baseline or order[0]).input_spec, images.raw_dtype)
+        transfer = atk.craft_transfer(images, [a for a in config.attacks if a.name in TRANSFER],
+                                      config.torch_factory, config.torch_weights, source_spec,
+                                      cache, config.seed, run.tick)
+    except EdgeprofError as exc:
+        if on_error is None:
+            raise
+        on_error(None, exc)
+        transfer = {}
+    base_state = None
+    for m in order:
+        is_base = baseline is not None and m.id == baseline.id
+        if m in skipped and not (is_base and base_needed):
+            continue
+        try:
+            state = _evaluate_model(run, m, None if is_base else base_state, m in todo,
+                                    transfer, keep_probs=is_base and base_needed)
+        except EdgeprofError as exc:
+            if on_error is None:
+                raise
+            on_error(m, exc)
+            continue
+        if is_base:
+            base_state = state
+        if m in todo:
+            rec = _record(m, tname, images, config, state, base_state,
+                          baseline.id if baseline is not None else None)
+            if store is not None:
+                store.append(rec)
+            records.append(rec)
+    progress("done", 1.0)
+    return Outcome(records, skipped, cache.generated, cache.reused, run.predict_s)
+
+
+def worker_spec_for_source(input_spec: dict | None, raw_dtype: str) -> dict[str, Any]:
+    """The baseline's InputSpec for the PyTorch source, always NCHW (PyTorch's layout, even
+    when the baseline is an NHWC TFLite file)."""
+    return dict(worker_spec(InputSpec.from_dict(input_spec or {}), raw_dtype)["*"], layout="NCHW")
+
+
+# -- the sweep's hook -----------------------------------------------------------------------------
+
+
+def config_from_plan(robustness: dict[str, Any] | None, attacks: dict[str, Any] | None,
+                     torch_factory: str | None = None, torch_weights: Path | None = None
+                     ) -> RobustnessConfig:
+    """The sweep file's ``[measure] robustness`` and ``attacks`` tables as a config."""
+    r = dict(robustness or {})
+    unknown = set(r) - {"corruptions", "severities", "limit", "seed", "batch"}
+    if unknown:
+        raise InputError(f"[measure] robustness: unknown key(s) {sorted(unknown)}; allowed: "
+                         "corruptions, severities, limit, seed, batch")
+    limit = r.get("limit")
+    return RobustnessConfig(
+        corruptions=r.get("corruptions", "all" if robustness else "none"),
+        severities=M.parse_severities(r.get("severities", "1-5"), "robustness.severities"),
+        seed=int(r.get("seed", 0)),
+        limit=_positive(limit, "robustness.limit") if limit is not None else None,
+        attacks=parse_attacks(attacks), torch_factory=torch_factory, torch_weights=torch_weights,
+        batch=_positive(r.get("batch", 250), "robustness.batch"))
+
+
+def sweep_robustness(runner: Any, variants: list, evaluation: Dataset, scratch: Path,
+                     progress: Progress) -> int:
+    """Robustness of every built variant on every target of the plan; the root (``v.id ==
+    v.root``) is the baseline and goes first. Failures become error records. Returns the number
+    of records written."""
+    plan = runner.plan
+    try:
+        config = config_from_plan(plan.robustness, plan.attacks, plan.torch_factory,
+                                  plan.torch_weights)
+    except EdgeprofError as exc:
+        runner._error("robustness", "robustness", exc)
+        return 0
+    by_id = {v.id: v for v in variants}
+    base_v = next((v for v in variants if v.id == v.root), None)
+    refs = [runner.cache.ref(v) for v in variants]
+    base_ref = next((r for r in refs if base_v is not None and r.id == base_v.id), None)
+    written = 0
+    for ti, tname in enumerate(plan.targets):
+        try:
+            target = runner._target(tname)
+        except EdgeprofError as exc:
+            runner._error("robustness", tname, exc, target=tname)
+            continue
+
+        def prog(desc: str, frac: float, ti: int = ti, tname: str = tname) -> None:
+            progress(f"{tname}: {desc}", (ti + frac) / len(plan.targets))
+
+        def on_error(ref: ModelRef | None, exc: Exception, tname: str = tname) -> None:
+            v = by_id.get(ref.id) if ref is not None else None
+            runner._error("robustness", ref.name if ref is not None else "transfer attacks",
+                          exc, v, tname)
+
+        try:
+            out = evaluate_robustness(refs, evaluation, config,
+                                      target=target, target_name=tname, cache_dir=runner.cache.root,
+                                      baseline=base_ref, store=runner.store, progress=prog,
+                                      on_error=on_error)
+            written += len(out.records)
+            runner.counts["skipped"] = runner.counts.get("skipped", 0) + len(out.skipped)
+        except EdgeprofError as exc:
+            runner._error("robustness", tname, exc, target=tname)
+        finally:
+            getattr(target, "close", lambda: None)()
+    return written
