@@ -3,6 +3,7 @@ whether the target's runtime supports every operator (caught before anything is 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,21 @@ def _node_macs(node, shapes: dict[str, list[int | None]]) -> int | None:
         total = _prod(out)
         return None if k is None or total is None else k * total
     return 0
+
+
+def onnx_inputs(path: str | Path) -> list[dict[str, Any]]:
+    """The graph inputs that are not initializers: name, shape (None for dynamic), elem type."""
+    import onnx
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    out = []
+    for v in m.graph.input:
+        if v.name in inits:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None
+                for d in v.type.tensor_type.shape.dim]
+        out.append({"name": v.name, "shape": dims, "elem_type": v.type.tensor_type.elem_type})
+    return out
 
 
 def onnx_info(path: str, batch: int = 1) -> dict[str, Any]:

@@ -132,7 +132,8 @@ def _to_tflite(cache, model: str, precision: str, per_channel: bool, calib: Path
     from ..passes.base import apply_pass
     from ..passes.convert import check_tolerance, synthetic_dataset
     from ..passes.tflite import (QUANTIZED, ConverterRun, TflitePass, check_convertible,
-                                 onnx_inputs, parse_precisions)
+                                 parse_precisions)
+    from ..modelinfo import onnx_inputs
     from ..report.terminal import print_variant
     from ..units import fmt_bytes
     from ..variants.family import open_variant, spec_for_worker
@@ -163,13 +164,10 @@ def _to_tflite(cache, model: str, precision: str, per_channel: bool, calib: Path
         if fid_ds is None:
             fid_ds, role = synthetic_dataset(Path(scratch) / "synthetic.npz",
                                              onnx_inputs(parent.path), parent.input_spec), "synthetic"
-        fid_dtype = next(iter(fid_ds.x.values())).dtype.name
-        ev = FidelityEvaluator(fid_ds, fidelity_rows, lambda s: spec_for_worker(s, fid_dtype),
-                               Path(scratch))
+        base = FidelityEvaluator(fid_ds, fidelity_rows, Path(scratch)).hook(parent, root, role)
 
         def fidelity(path, v):
-            res = ev(path, v, parent.path, root.path, parent.input_spec, root.input_spec)
-            res["data_role"] = role
+            res = base(path, v)
             verdict, warning = check_tolerance(v.config["precision"], res)
             res["tolerance"] = verdict
             if warning:

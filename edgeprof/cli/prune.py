@@ -134,14 +134,8 @@ def prune(model: str | None, sparsity: str | None, scope: str | None, torch_fact
         fid_ds = eval_ds or calib_ds
         fidelity = None
         if fid_ds is not None:
-            fid_dtype = next(iter(fid_ds.x.values())).dtype.name
-            ev = FidelityEvaluator(fid_ds, fidelity_rows,
-                                   lambda s: spec_for_worker(s, fid_dtype), Path(scratch))
-
-            def fidelity(path, v):
-                out = ev(path, v, parent.path, root.path, parent.input_spec, root.input_spec)
-                out["data_role"] = "evaluation" if eval_ds is not None else "calibration"
-                return out
+            fidelity = FidelityEvaluator(fid_ds, fidelity_rows, Path(scratch)).hook(
+                parent, root, "evaluation" if eval_ds is not None else "calibration")
         v, reused = apply_pass(cache, parent, p, fidelity)
     print_variant(v, reused, console, lineage=cache.lineage(v))
     if structured:

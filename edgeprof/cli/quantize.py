@@ -71,14 +71,8 @@ def quantize(model: str, precision: str, fmt: str, per_channel: bool, calib_meth
     with tempfile.TemporaryDirectory(prefix="edgeprof-q-") as scratch:
         fidelity = None
         if fid_ds is not None:
-            fid_dtype = next(iter(fid_ds.x.values())).dtype.name
-            ev = FidelityEvaluator(fid_ds, fidelity_rows,
-                                   lambda s: spec_for_worker(s, fid_dtype), Path(scratch))
-
-            def fidelity(path, v):
-                out = ev(path, v, parent.path, root.path, parent.input_spec, root.input_spec)
-                out["data_role"] = "evaluation" if eval_ds is not None else "calibration"
-                return out
+            fidelity = FidelityEvaluator(fid_ds, fidelity_rows, Path(scratch)).hook(
+                parent, root, "evaluation" if eval_ds is not None else "calibration")
         v, reused = apply_pass(cache, parent, p, fidelity)
         if sensitivity:
             if precision != "int8-static":

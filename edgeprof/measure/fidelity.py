@@ -52,10 +52,21 @@ class FidelityEvaluator:
     """Outputs of models on the first ``rows`` of a data set, through a local worker; cached per
     model file so the root's outputs are computed once per session."""
 
-    def __init__(self, data: Dataset, rows: int, spec_for: Any, scratch: Path):
-        self.data, self.rows, self.spec_for = data, min(rows, data.n), spec_for
-        self.scratch = scratch
+    def __init__(self, data: Dataset, rows: int, scratch: Path, spec_for: Any = None):
+        from ..variants.family import spec_for_worker
+
+        raw_dtype = next(iter(data.x.values())).dtype.name
+        self.data, self.rows, self.scratch = data, min(rows, data.n), scratch
+        self.spec_for = spec_for or (lambda s: spec_for_worker(s, raw_dtype))
         self._cache: dict[str, tuple[list[str], list[np.ndarray]]] = {}
+
+    def hook(self, parent: Any, root: Any, role: str) -> Any:
+        """The fidelity callback of ``apply_pass`` for children of ``parent``."""
+        def fidelity(path: Path, variant: Any) -> dict[str, Any]:
+            out = self(path, variant, parent.path, root.path, parent.input_spec, root.input_spec)
+            out["data_role"] = role
+            return out
+        return fidelity
 
     def outputs(self, path: Path, input_spec: dict[str, Any] | None) -> tuple[list[str], list[np.ndarray]]:
         from ..targets.client import start_local_worker

@@ -64,25 +64,13 @@ def check_quantizable(path: Path, precision: str, name: str | None = None) -> di
             "op_types": sorted({n.op_type for n in model.graph.node})}
 
 
-def model_inputs(path: Path) -> list[dict[str, Any]]:
-    import onnx
-    m = onnx.load(str(path), load_external_data=False)
-    inits = {i.name for i in m.graph.initializer}
-    out = []
-    for v in m.graph.input:
-        if v.name in inits:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-        out.append({"name": v.name, "shape": dims})
-    return out
-
-
 def calibration_batches(path: Path, data: Dataset, spec: dict[str, Any] | None, rows: int,
                         batch: int = 16) -> list[dict[str, np.ndarray]]:
     """Model-ready calibration feeds: raw rows through the InputSpec (the worker's own code)."""
     from ..targets.worker import default_spec, prepare_feeds
 
-    inputs = model_inputs(path)
+    from ..modelinfo import onnx_inputs
+    inputs = onnx_inputs(path)
 
     class _Rt:  # the minimal description prepare_feeds needs
         pass

@@ -129,20 +129,6 @@ def parse_precisions(text: str) -> list[str]:
 
 # -- the ONNX side ---------------------------------------------------------------------------------
 
-def onnx_inputs(path: Path) -> list[dict[str, Any]]:
-    import onnx
-    m = onnx.load(str(path), load_external_data=False)
-    inits = {i.name for i in m.graph.initializer}
-    out = []
-    for v in m.graph.input:
-        if v.name in inits:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else None
-                for d in v.type.tensor_type.shape.dim]
-        out.append({"name": v.name, "shape": dims, "elem_type": v.type.tensor_type.elem_type})
-    return out
-
-
 def check_convertible(path: Path, name: str) -> None:
     """onnx2tf quantizes on its own: an already-quantized or fp16 ONNX model is refused."""
     import onnx

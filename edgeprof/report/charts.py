@@ -37,34 +37,41 @@ def _short(label: str, n: int = 34) -> str:
 
 
 def latency_vs_accuracy(rows: list[dict[str, Any]], out: Path) -> list[str]:
+    """Each variant a numbered point with both confidence intervals; the key lists the numbers
+    (labels beside crowded points would overlap)."""
     pts = [r for r in rows if r.get("p50_s") is not None and r.get("accuracy") is not None]
     if not pts:
         return []
     plt = _plt()
     targets = sorted({r["target"] for r in pts})
-    fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets), 4.6), squeeze=False,
+    fig, axes = plt.subplots(1, len(targets), figsize=(9.5 * len(targets), 4.8), squeeze=False,
                              constrained_layout=True)
     for ax, target in zip(axes[0], targets):
         tp = sorted([r for r in pts if r["target"] == target], key=lambda r: r["p50_s"])
-        for r in tp:
+        key = []
+        for i, r in enumerate(tp, 1):
             x, y = r["p50_s"] * 1e3, r["accuracy"] * 100
-            xe = [[x - r["p50_ci"][0] * 1e3], [r["p50_ci"][1] * 1e3 - x]]
+            xe = [[max(0.0, x - r["p50_ci"][0] * 1e3)], [max(0.0, r["p50_ci"][1] * 1e3 - x)]]
             ye = [[y - r["accuracy_ci"][0] * 100], [r["accuracy_ci"][1] * 100 - y]]
             front = r.get("on_frontier")
             ax.errorbar([x], [y], xerr=xe, yerr=ye, fmt="o" if front else "s",
                         color="C3" if front else "0.55", ms=7 if front else 5, capsize=3,
-                        zorder=3 if front else 2)
-            ax.annotate(_short(r["label"], 28), (x, y), textcoords="offset points", xytext=(6, 4),
-                        fontsize=7, color="black" if front else "0.4")
+                        zorder=3 if front else 2, alpha=1.0 if front else 0.8)
+            ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8,
+                        fontweight="bold" if front else "normal",
+                        color="C3" if front else "0.3")
+            key.append(f"{i:>2}  {_short(r['label'], 42)}" + ("  (frontier)" if front else "")
+                       + ("  (baseline)" if r.get("is_baseline") else ""))
         fr = sorted([r for r in tp if r.get("on_frontier")], key=lambda r: r["p50_s"])
         if len(fr) > 1:
             ax.plot([r["p50_s"] * 1e3 for r in fr], [r["accuracy"] * 100 for r in fr], "--",
-                    color="C3", lw=1, zorder=1, label="frontier (not dominated beyond the CIs)")
-            ax.legend(loc="lower right", fontsize=7)
+                    color="C3", lw=1, zorder=1)
         ax.set_xlabel("p50 latency per call (ms), 95 % CI")
         ax.set_ylabel("top-1 accuracy (%), 95 % Wilson CI")
-        ax.set_title(f"latency vs accuracy on {target}")
+        ax.set_title(f"latency vs accuracy on {target} (red: frontier)")
         ax.grid(alpha=0.3)
+        ax.text(1.02, 1.0, "\n".join(key), transform=ax.transAxes, va="top", ha="left",
+                fontsize=7, family="monospace")
     return _save(fig, out, "latency_vs_accuracy")
 
 
@@ -215,3 +222,41 @@ def board_state(records: list[dict[str, Any]], out: Path) -> list[str]:
     a2.set_xlabel("time since the first round (s)")
     a1.legend(fontsize=6)
     return _save(fig, out, "board_state")
+
+
+def throughput_curves(records: list[dict[str, Any]], out: Path) -> list[str]:
+    """Throughput (samples/s, from p50) and p50 latency against batch size, one line per
+    model and thread count, with the p50 confidence interval as error bars."""
+    lat = [r for r in records if r["kind"] == "latency"]
+    if len({r["batch"] for r in lat}) < 2:
+        return []
+    plt = _plt()
+    fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in lat:
+        groups.setdefault((r["model"]["name"], r["threads"]), []).append(r)
+    for (name, threads), rs in sorted(groups.items()):
+        rs.sort(key=lambda r: r["batch"])
+        b = [r["batch"] for r in rs]
+        p50 = [r["stats"]["p50_s"] for r in rs]
+        lo = [r["stats"]["p50_ci_s"][0] for r in rs]
+        hi = [r["stats"]["p50_ci_s"][1] for r in rs]
+        thr = [bb / p for bb, p in zip(b, p50)]
+        label = _short(f"{name}, {threads} thread{'s' if threads > 1 else ''}", 40)
+        ax_t.errorbar(b, thr, yerr=[[t - bb / h for t, bb, h in zip(thr, b, hi)],
+                                    [bb / l_ - t for t, bb, l_ in zip(thr, b, lo)]],
+                      marker="o", capsize=3, label=label)
+        ax_l.errorbar(b, [p * 1e3 for p in p50],
+                      yerr=[[(p - l_) * 1e3 for p, l_ in zip(p50, lo)],
+                            [(h - p) * 1e3 for p, h in zip(p50, hi)]],
+                      marker="o", capsize=3, label=label)
+    batches = sorted({r["batch"] for r in lat})
+    for ax, ylabel in ((ax_t, "throughput (samples/s, from p50)"), (ax_l, "p50 latency per call (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    ax_t.legend(fontsize=6)
+    fig.suptitle("Throughput and latency against batch size (error bars: 95 % CI of p50)")
+    return _save(fig, out, "throughput")

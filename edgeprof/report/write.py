@@ -21,7 +21,8 @@ CSV_COLUMNS = ("variant_id", "label", "target", "format", "runtime", "threads", 
                "p50_s", "p50_ci_low_s", "p50_ci_high_s", "p99_s", "n_latency", "peak_rss_bytes",
                "model_bytes", "zlib_bytes", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
                "n_accuracy", "accuracy_drop", "mean_corruption_accuracy", "corruption_drop",
-               "mce", "relative_mce", "on_frontier", "is_baseline", "errors")
+               "mce", "relative_mce", "attack_accuracy", "attack", "n_attack", "on_frontier",
+               "is_baseline", "errors")
 
 
 def _e(x: Any) -> str:
@@ -90,14 +91,17 @@ def _recommendation_md(dec: dict[str, Any]) -> list[str]:
 
 def _rows_md(rows: list[dict[str, Any]]) -> list[str]:
     out = ["| variant | target | p50 [95 % CI] | n | accuracy [95 % CI] | n | drop | corruption acc. | "
-           "drop | peak RSS | size | frontier |", "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|"]
+           "drop | attacked acc. | peak RSS | size | frontier |",
+           "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|"]
     for r in sorted(rows, key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
         out.append(
             f"| {r['label']}{' (baseline)' if r.get('is_baseline') else ''} | {r['target']} | "
             f"{fmt_seconds(r.get('p50_s'))}{_ci_s(r.get('p50_ci'))} | {r.get('n_latency', '-')} | "
             f"{_pct(r.get('accuracy'))}{_ci_pct(r.get('accuracy_ci'))} | {r.get('n_accuracy', '-')} | "
             f"{_pct(r.get('accuracy_drop'))} | {_pct(r.get('mean_corruption_accuracy'))} | "
-            f"{_pct(r.get('corruption_drop'))} | {fmt_bytes(r.get('peak_rss_bytes'))} | "
+            f"{_pct(r.get('corruption_drop'))} | "
+            f"{'-' if r.get('attack_accuracy') is None else _pct(r['attack_accuracy']) + ' (' + r['attack'] + ')'} | "
+            f"{fmt_bytes(r.get('peak_rss_bytes'))} | "
             f"{fmt_bytes(r.get('model_bytes'))} | {'yes' if r.get('on_frontier') else ''} |")
     return out + [""]
 
@@ -156,7 +160,7 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
              f"drops are absolute against the baseline <code>{_e((dec.get('baseline') or '')[:12])}"
              f"</code>. Frontier: not dominated beyond the confidence intervals.</p><table><tr>")
     cols = ("variant", "target", "p50 [95 % CI]", "n", "accuracy [95 % CI]", "n", "acc. drop",
-            "corruption acc.", "corr. drop", "mCE", "peak RSS", "size", "frontier")
+            "corruption acc.", "corr. drop", "mCE", "attacked acc.", "peak RSS", "size", "frontier")
     h += [f"<th>{_e(c)}</th>" for c in cols] + ["</tr>"]
     for r in sorted(dec["rows"], key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
         cells = [r["label"] + (" (baseline)" if r.get("is_baseline") else ""), r["target"],
@@ -165,6 +169,8 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
                  _pct(r.get("accuracy_drop")), _pct(r.get("mean_corruption_accuracy")),
                  _pct(r.get("corruption_drop")),
                  "-" if r.get("mce") is None else f"{r['mce']:.3f}",
+                 "-" if r.get("attack_accuracy") is None else
+                 f"{r['attack_accuracy']:.1%} ({r['attack']}, n={r.get('n_attack')})",
                  fmt_bytes(r.get("peak_rss_bytes")), fmt_bytes(r.get("model_bytes")),
                  "yes" if r.get("on_frontier") else ""]
         cls = " class=front" if r.get("on_frontier") else ""
@@ -176,6 +182,7 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
         "accuracy_vs_severity": "Accuracy against corruption severity, one panel per family.",
         "corruption_heatmap": "Accuracy drop per corruption against the baseline (red: worse).",
         "latency_cdf": "Every timed run: the distribution of latency per variant and target.",
+        "throughput": "Throughput and latency against batch size (from p50, with its CI).",
         "size_memory": "Model file size (and compressed) and the worker's peak RSS.",
         "op_profile": "Per-operator time of the fastest and slowest variants (profiler on).",
         "board_state": "Temperature and frequency over the run (where the target exposes them).",
@@ -219,6 +226,7 @@ def write_report(out: Path, dec: dict[str, Any], results_path: Path, title: str)
     images += charts.accuracy_vs_severity(records, labels, out)
     images += charts.corruption_heatmap(records, labels, dec.get("baseline"), out)
     images += charts.latency_distributions(records, out, dec.get("batch", 1))
+    images += charts.throughput_curves(records, out)
     images += charts.size_memory_bars(dec["rows"], out)
     images += charts.op_profile_bars(records, out)
     images += charts.board_state(records, out)

@@ -21,22 +21,10 @@ class Builder:
         self.cache, self.plan, self.root = cache, plan, root
         self.calib, self.eval, self.finetune = calib, evaluation, finetune
         self.scratch = scratch
-        self._fid = None
-        if evaluation is not None:
-            dtype = next(iter(evaluation.x.values())).dtype.name
-            self._fid = FidelityEvaluator(evaluation, 500, lambda s: spec_for_worker(s, dtype),
-                                          scratch)
+        self._fid = FidelityEvaluator(evaluation, 500, scratch) if evaluation is not None else None
 
     def fidelity(self, parent: Variant) -> Callable[[Path, Variant], dict[str, Any]] | None:
-        if self._fid is None:
-            return None
-        ev, root = self._fid, self.root
-
-        def f(path: Path, v: Variant) -> dict[str, Any]:
-            out = ev(path, v, parent.path, root.path, parent.input_spec, root.input_spec)
-            out["data_role"] = "evaluation"
-            return out
-        return f
+        return None if self._fid is None else self._fid.hook(parent, self.root, "evaluation")
 
     def _raw_dtype(self) -> str:
         ds = self.calib or self.eval

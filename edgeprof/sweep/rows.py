@@ -59,6 +59,15 @@ def build_rows(records: list[dict[str, Any]], threads: int | None = None,
                     x[k] = r[k]
             if "mean_corruption_accuracy" in r:
                 x["n_robustness"] = r.get("n")
+            worst = None
+            for attack, by_eps in (r.get("attacks") or {}).items():
+                for eps, m in (by_eps or {}).items():
+                    if isinstance(m, dict) and m.get("robust_accuracy") is not None and \
+                            (worst is None or m["robust_accuracy"] < worst[0]):
+                        budget = f", {m['queries_budget']} queries" if m.get("queries_budget") else ""
+                        worst = (m["robust_accuracy"], f"{attack} {eps}{budget}", m.get("n"))
+            if worst is not None:
+                x["attack_accuracy"], x["attack"], x["n_attack"] = worst
         elif r["kind"] == "error":
             row(r)["errors"].append(r.get("error", ""))
     return list(rows.values())

@@ -478,6 +478,8 @@ class LiteRtRuntime:
                     "shape": [s if s >= 0 else None for s in shape],
                     "dtype": np.dtype(d["dtype"]).name, "quant": quant}
         self.in_details = [info(d) for d in self.interp.get_input_details()]
+        self.built_shapes = {d["name"]: [int(x) for x in d["shape"]]
+                             for d in self.interp.get_input_details()}
         self.out_details = [info(d) for d in self.interp.get_output_details()]
         self.inputs = [{k: v for k, v in d.items() if k != "index"} for d in self.in_details]
         self.outputs = [{k: v for k, v in d.items() if k != "index"} for d in self.out_details]
@@ -494,7 +496,14 @@ class LiteRtRuntime:
             self.interp.allocate_tensors()
             return True
         except Exception:
+            # back to the shapes the model was built with, so it still runs (one batch at a time)
+            for d in self.in_details:
+                self.interp.resize_tensor_input(d["index"], list(self.built_shapes[d["name"]]))
+            self.interp.allocate_tensors()
             return False
+
+    def built_batch(self):
+        return min(int(s[0]) for s in self.built_shapes.values() if len(s)) or 1
 
     def _quantize(self, d, x):
         if d["quant"] is None:
@@ -708,8 +717,10 @@ class Worker:
             feeds = synthetic_inputs(rt.inputs, shapes, int(src.get("synthetic", {}).get("seed", 0)))
         self.batch_loop = 1
         if isinstance(rt, LiteRtRuntime) and not rt.resize(shapes):
-            self.batch_loop = batch  # fixed-batch TFLite model: run one sample at a time
-            feeds = {k: v[:1] for k, v in feeds.items()}
+            # a TFLite model that cannot take this batch: run batches of its own size in a loop
+            b0 = rt.built_batch()
+            self.batch_loop = max(1, -(-batch // b0))
+            feeds = {k: v[:b0] for k, v in feeds.items()}
         for k, v in feeds.items():
             if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v)):
                 raise WorkerFault("input '%s' contains NaN or inf after preprocessing" % k)
@@ -834,8 +845,8 @@ def cold_start(req):
     shapes = {i["name"]: resolve_shape(i, req.get("shapes") or {}, batch,
                                        isinstance(rt, LiteRtRuntime)) for i in rt.inputs}
     feeds = synthetic_inputs(rt.inputs, shapes, 0)
-    if isinstance(rt, LiteRtRuntime):
-        rt.resize(shapes)
+    if isinstance(rt, LiteRtRuntime) and not rt.resize(shapes):
+        feeds = {k: v[:rt.built_batch()] for k, v in feeds.items()}  # its own batch size
     t = time.perf_counter()
     rt.run(feeds)
     first_s = time.perf_counter() - t
