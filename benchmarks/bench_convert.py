@@ -52,11 +52,10 @@ def main() -> None:
         cache = Cache(Path(d) / "cache")
         root = cache.register_root(open_model(p["onnx"]), input_spec=spec)
         wspec = spec_for_worker(spec, "uint8")
-        ev = FidelityEvaluator(ev_ds, 500, lambda s: spec_for_worker(s, "uint8"), Path(d))
+        base = FidelityEvaluator(ev_ds, 500, Path(d)).hook(root, root, "evaluation")
 
         def fidelity(path, v):
-            out = ev(path, v, root.path, root.path, root.input_spec, root.input_spec)
-            out["data_role"] = "evaluation"
+            out = base(path, v)
             out["tolerance"] = check_tolerance(v.config["precision"], out)[0]
             return out
 

@@ -117,6 +117,7 @@ class Profiler:
         records: list[dict[str, Any]] = []
         self._n_total = max(1, len(runs))
         try:
+            self._spawn(runs)
             for i, r in enumerate(runs):
                 self.progress(f"loading {r.label}", i / self._n_total * 0.1)
                 self._start(r, records)
@@ -150,9 +151,24 @@ class Profiler:
                     threads=r.threads, batch=r.batch, shapes=self.s.shapes,
                     inputs=self._inputs(), spec=worker_spec(spec, raw_dtype))
 
+    def _spawn(self, runs: list[_Run]) -> None:
+        """Start the worker processes two at a time (interpreter and numpy start-up, nothing
+        measured yet); loading stays sequential because session and first-inference times are
+        measured during the load."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def spawn(r: _Run) -> None:
+            try:
+                r.worker = self.target.start_worker(r.label)
+            except EdgeprofError:
+                r.worker = None  # _start tries again and records the error
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(spawn, runs))
+
     def _start(self, r: _Run, records: list[dict[str, Any]]) -> None:
         try:
-            r.worker = self.target.start_worker(r.label)
+            if r.worker is None:
+                r.worker = self.target.start_worker(r.label)
             if self.env is None:
                 self.env = r.worker.request("env")["env"]
             r.load = r.worker.request("load", **self._load_args(r))
@@ -274,7 +290,7 @@ class Profiler:
         return rec
 
     def _latency_record(self, r: _Run) -> dict[str, Any]:
-        stats = summarize(r.samples, seed=self.s.seed)
+        stats = summarize(r.samples)
         stats["throughput_per_s"] = r.batch / stats["p50_s"] if stats["p50_s"] > 0 else None
         warnings = diagnose(stats, r.samples, r.load.get("first_inference_s"), r.snapshots,
                             warmup_settled=r.settled, warmup_runs=len(r.warmup))

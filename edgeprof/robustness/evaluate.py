@@ -16,7 +16,9 @@ explicit, so ``scale = 1/255`` means the same thing for both.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -122,6 +124,7 @@ class _Run:
         self.images, self.config, self.target, self.cache = images, config, target, cache
         self.progress, self.total, self.done = progress, max(total_units, 1.0), 0.0
         self._staged: dict[Path, str] = {}
+        self._lock = threading.RLock()
         self.predict_s = 0.0
         data = images.data
         self.clean_npz = data.path if data.path.is_file() else cache.get(
@@ -129,18 +132,21 @@ class _Run:
             lambda: dict(data.x, **({"y": data.y} if data.y is not None else {})))
 
     def tick(self, desc: str, units: float = 0.0) -> None:
-        self.done += units
-        self.progress(desc, min(1.0, self.done / self.total))
+        with self._lock:  # two models may be evaluated at once
+            self.done += units
+            self.progress(desc, min(1.0, self.done / self.total))
 
     def stage(self, path: Path) -> str:
-        if path not in self._staged:
-            self._staged[path] = self.target.stage(path)
-        return self._staged[path]
+        with self._lock:
+            if path not in self._staged:
+                self._staged[path] = self.target.stage(path)
+            return self._staged[path]
 
     def _request(self, w, **args: Any) -> np.ndarray:
         t0 = time.perf_counter()
         out = w.request("predict", **args)["outputs"]
-        self.predict_s += time.perf_counter() - t0
+        with self._lock:
+            self.predict_s += time.perf_counter() - t0
         return decode_array(next(iter(out.values()))).astype(np.float32)
 
     def predict(self, w, spec, batch: int, npz: str, stop: int, classes: int) -> np.ndarray:
@@ -347,26 +353,46 @@ def evaluate_robustness(models: list[ModelRef], data: Dataset, config: Robustnes
         on_error(None, exc)
         transfer = {}
     base_state = None
-    for m in order:
+    lock = threading.Lock()
+    failures: list[Exception] = []
+
+    def one(m: ModelRef) -> None:
+        nonlocal base_state
         is_base = baseline is not None and m.id == baseline.id
-        if m in skipped and not (is_base and base_needed):
-            continue
         try:
             state = _evaluate_model(run, m, None if is_base else base_state, m in todo,
                                     transfer, keep_probs=is_base and base_needed)
         except EdgeprofError as exc:
-            if on_error is None:
-                raise
-            on_error(m, exc)
-            continue
-        if is_base:
-            base_state = state
-        if m in todo:
-            rec = _record(m, tname, images, config, state, base_state,
-                          baseline.id if baseline is not None else None)
-            if store is not None:
-                store.append(rec)
-            records.append(rec)
+            with lock:
+                if on_error is None:
+                    failures.append(exc)
+                else:
+                    on_error(m, exc)
+            return
+        with lock:
+            if is_base:
+                base_state = state
+            if m in todo:
+                rec = _record(m, tname, images, config, state, base_state,
+                              baseline.id if baseline is not None else None)
+                if store is not None:
+                    store.append(rec)
+                records.append(rec)
+
+    # The baseline first (every other record is relative to it, and it generates the corrupted
+    # sets); then the others two at a time: evaluation is not timed, so both cores may share it.
+    pending = [m for m in order if m in todo or (baseline is not None and m.id == baseline.id
+                                                 and base_needed)]
+    first = [m for m in pending if baseline is not None and m.id == baseline.id]
+    for m in first:
+        one(m)
+    if failures:
+        raise failures[0]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(one, [m for m in pending if m not in first]))
+    if failures:
+        raise failures[0]
+    records.sort(key=lambda r: [m.id for m in order].index(r["variant_id"]))
     progress("done", 1.0)
     return Outcome(records, skipped, cache.generated, cache.reused, run.predict_s)
 

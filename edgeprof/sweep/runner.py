@@ -7,6 +7,7 @@ failing cell becomes an ``error`` record and the sweep goes on."""
 from __future__ import annotations
 
 import importlib
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -109,36 +110,49 @@ class SweepRunner:
             return get_target(name)
 
     def accuracy(self, variants: list[Variant], evaluation: Dataset, scratch: Path) -> None:
+        """Top-1 accuracy of every variant on every target, two variants at a time (each in its
+        own worker: nothing here is timed, so the two cores may share the work)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..targets.worker import decode_array
+
         if evaluation.y is None:
             return
         n = min(evaluation.n, self.plan.accuracy_limit or evaluation.n)
         raw_dtype = next(iter(evaluation.x.values())).dtype.name
+        lock = threading.Lock()
         for tname in self.plan.targets:
             try:
                 target = self._target(tname)
             except EdgeprofError:
                 continue
-            for i, v in enumerate(variants):
-                key = (v.id, tname, 1, None, "accuracy", evaluation.sha256)
-                if self.store.has(key):
-                    self.counts["skipped"] += 1
-                    continue
-                self._phase("accuracy", f"{tname}: accuracy of {v.label}", i / len(variants))
-                ref = self.cache.ref(v)
+            todo = [v for v in variants
+                    if not self.store.has((v.id, tname, 1, None, "accuracy", evaluation.sha256))]
+            self.counts["skipped"] += len(variants) - len(todo)
+            npz = target.stage(evaluation.npz_path(scratch)) if todo else None
+            done = [0]
+
+            def one(v: Variant, tname: str = tname, target: Any = target, npz: Any = npz) -> None:
+                spec = spec_for_worker(v.input_spec, raw_dtype)
                 try:
-                    npz = target.stage(evaluation.npz_path(scratch))
                     with target.start_worker(f"{v.label} accuracy") as w:
                         w.request("load", path=target.stage(v.path), threads=1, batch=1,
-                                  inputs={"npz": npz}, spec=spec_for_worker(v.input_spec, raw_dtype))
+                                  inputs={"npz": npz}, spec=spec)
                         out = w.request("predict", npz=npz, start=0, stop=n, batch=250,
-                                        spec=spec_for_worker(v.input_spec, raw_dtype))["outputs"]
-                    from ..targets.worker import decode_array
-                    logits = decode_array(next(iter(out.values())))
-                    rec = accuracy_record(ref, tname, 1, evaluation, logits)
-                    self.store.append(rec)
-                    self.counts["accuracy"] += 1
+                                        spec=spec)["outputs"]
+                    rec = accuracy_record(self.cache.ref(v), tname, 1, evaluation,
+                                          decode_array(next(iter(out.values()))))
+                    with lock:
+                        self.store.append(rec)
+                        self.counts["accuracy"] += 1
                 except EdgeprofError as exc:
-                    self._error("accuracy", v.label, exc, v, tname)
+                    with lock:
+                        self._error("accuracy", v.label, exc, v, tname)
+                with lock:
+                    done[0] += 1
+                    self._phase("accuracy", f"{tname}: accuracy of {v.label}", done[0] / len(todo))
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                list(pool.map(one, todo))
 
     def robustness(self, variants: list[Variant], evaluation: Dataset, scratch: Path) -> None:
         cfg = self.plan.robustness

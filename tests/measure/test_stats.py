@@ -26,7 +26,7 @@ def test_median_ci_covers_the_true_median_about_95_percent_of_the_time():
     covered = 0
     for t in range(trials):
         x = rng.lognormal(mu, sigma, 200)
-        lo, hi = summarize(x, n_resamples=400, seed=t)["p50_ci_s"]
+        lo, hi = summarize(x)["p50_ci_s"]
         covered += lo <= np.exp(mu) <= hi
     # binomial(120, 0.95): 0.88 .. 0.995 holds with overwhelming probability;
     # a broken interval (zero width, or wrong percentile) falls far outside
@@ -57,3 +57,23 @@ def test_outliers_flags_injected_spikes_only():
     x = rng.uniform(0.99e-3, 1.01e-3, 500)  # bounded noise: no sample is an outlier by itself
     x[[10, 200, 450]] = 5e-3
     assert sorted(outliers(x).tolist()) == [10, 200, 450]
+
+
+def test_exact_bootstrap_matches_resampling_bootstrap():
+    """The closed form against scipy.stats.bootstrap with many resamples (an independent
+    Monte-Carlo computation of the same percentile interval)."""
+    from scipy import stats as st
+
+    from edgeprof.measure.stats import bootstrap_quantile_ci
+    rng = np.random.default_rng(5)
+    x = rng.lognormal(np.log(1e-3), 0.3, 301)
+    for q in (50, 99):
+        lo, hi = bootstrap_quantile_ci(x, q)
+        ref = st.bootstrap((x,), lambda s, axis=-1: np.quantile(s, q / 100, axis=axis,
+                                                                method="inverted_cdf"),
+                           vectorized=True, n_resamples=20000, method="percentile",
+                           rng=np.random.default_rng(0)).confidence_interval
+        xs = np.sort(x)
+        # the two agree to within one order statistic (Monte-Carlo error of the resampling)
+        j = lambda v: int(np.searchsorted(xs, v))  # noqa: E731
+        assert abs(j(lo) - j(ref.low)) <= 1 and abs(j(hi) - j(ref.high)) <= 1, (q, lo, hi, ref)
