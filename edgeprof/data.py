@@ -130,10 +130,19 @@ def load_image_folder(root: Path) -> Dataset:
                    sha256=h.hexdigest(), classes=classes)
 
 
+def _canonical(a: np.ndarray) -> np.ndarray:
+    """Images compare as uint8 whatever their dtype (float32 in [0, 1] is x/255), so the same
+    pictures saved in two dtypes still collide in the leakage check."""
+    if a.dtype.kind == "f" and a.size and float(a.min()) >= 0.0 and float(a.max()) <= 1.0:
+        return np.round(a * 255.0).astype(np.uint8)
+    return a
+
+
 def row_hashes(ds: Dataset) -> set[bytes]:
     """Hashes of each sample's bytes across all inputs (for the leakage check)."""
     keys = sorted(ds.x)
-    return {hashlib.sha256(b"".join(ds.x[k][i].tobytes() for k in keys)).digest()
+    arrays = {k: _canonical(ds.x[k]) for k in keys}
+    return {hashlib.sha256(b"".join(arrays[k][i].tobytes() for k in keys)).digest()
             for i in range(ds.n)}
 
 

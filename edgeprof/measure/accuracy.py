@@ -47,13 +47,23 @@ def top1(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     return {"n": n, "correct": k, "accuracy": k / n, "accuracy_ci": [lo, hi]}
 
 
+def rows_sha256(data: Dataset, n: int) -> str:
+    """The data key of an evaluation on the first ``n`` rows: the file's sha256 when it is all
+    of it, else a hash of (file sha256, n), so a different subset is a different key."""
+    if n >= data.n:
+        return data.sha256
+    import hashlib
+    return hashlib.sha256(f"{data.sha256}:first:{n}".encode()).hexdigest()
+
+
 def accuracy_record(model: ModelRef, target: str, threads: int, data: Dataset,
                     logits: np.ndarray) -> dict[str, Any]:
     if data.y is None:
         raise InputError(f"{data.path}: has no labels 'y'; accuracy needs them")
     res = top1(logits, data.y[: len(logits)])
     return new_record("accuracy", variant_id=model.id, root_id=model.root_id or model.id, target=target, threads=threads,
-                      batch=None, data_sha256=data.sha256,
+                      batch=None, data_sha256=rows_sha256(data, len(logits)),
+                      data_file_sha256=data.sha256,
                       model={"name": model.name, "path": str(model.path), "format": model.format,
                              "model_bytes": model.model_bytes, "zlib_bytes": model.zlib_bytes},
                       **res)

@@ -85,7 +85,15 @@ class FidelityEvaluator:
     def __call__(self, path: Path, variant: Any, parent_path: Path, root_path: Path,
                  parent_spec: Any, root_spec: Any) -> dict[str, Any]:
         names, mine = self.outputs(path, variant.input_spec)
-        _, par = self.outputs(parent_path, parent_spec)
-        _, root = self.outputs(root_path, root_spec)
         return {"data_sha256": self.data.sha256, "rows": self.rows,
-                "vs_parent": compare(par, mine, names), "vs_root": compare(root, mine, names)}
+                "vs_parent": self._compare(parent_path, parent_spec, names, mine),
+                "vs_root": self._compare(root_path, root_spec, names, mine)}
+
+    def _compare(self, ref_path: Path, ref_spec: Any, names: list[str],
+                 mine: list[np.ndarray]) -> dict[str, Any]:
+        """Outputs paired by name when both models name them alike (a converter may reorder
+        them), else by position."""
+        ref_names, ref = self.outputs(ref_path, ref_spec)
+        if set(names) == set(ref_names):
+            ref = [ref[ref_names.index(n)] for n in names]
+        return compare(ref, mine, names)

@@ -183,16 +183,18 @@ def print_decision(dec: dict[str, Any], counts: dict[str, int], console: Console
                   fmt_bytes(r.get("peak_rss_bytes"), compact=True),
                   fmt_bytes(r.get("model_bytes"), compact=True), "*" if r.get("on_frontier") else "")
     console.print(t)
-    rec = dec["recommendation"]
-    if rec.get("chosen"):
-        console.print(f"[bold green]recommended[/]: {rec['chosen_label']} ({rec['chosen'][:12]})",
-                      highlight=False)
-    elif rec.get("closest"):
-        console.print(f"[bold yellow]no variant meets every constraint[/]; closest: "
-                      f"{rec['closest_label']}, which misses: " + "; ".join(rec["missing"]),
-                      highlight=False)
-    for reason in rec.get("reasons", []):
-        console.print(f"  - {reason}", highlight=False)
+    recs = dec.get("recommendations") or {"": dec["recommendation"]}
+    for target, rec in recs.items():
+        on = f" on {target}" if len(recs) > 1 else ""
+        if rec.get("chosen"):
+            console.print(f"[bold green]recommended{on}[/]: {rec['chosen_label']} "
+                          f"({rec['chosen'][:12]})", highlight=False)
+        elif rec.get("closest"):
+            console.print(f"[bold yellow]no variant meets every constraint{on}[/]; closest: "
+                          f"{rec['closest_label']}, which misses: " + "; ".join(rec["missing"]),
+                          highlight=False)
+        for reason in rec.get("reasons", []):
+            console.print(f"  - {reason}", highlight=False)
     console.print("  " + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
     if report is not None:
         console.print(f"report: {report}", highlight=False)

@@ -72,21 +72,28 @@ def _collect(records: list[dict[str, Any]]) -> tuple[dict[str, dict], list[tuple
     return envs, warnings, errors
 
 
+def _recs(dec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(heading suffix, recommendation) per target; no suffix when there is one target."""
+    recs = dec.get("recommendations") or {"": dec["recommendation"]}
+    return [(f" on {t}" if len(recs) > 1 else "", r) for t, r in recs.items()]
+
+
 def _recommendation_md(dec: dict[str, Any]) -> list[str]:
-    rec = dec["recommendation"]
     req = dec.get("require") or "none"
-    if rec.get("chosen"):
-        lines = [f"**Recommended: {rec['chosen_label']}** (`{rec['chosen'][:12]}`), constraints: "
-                 f"`{req}`.", ""]
-    elif rec.get("closest"):
-        lines = [f"**No variant meets every constraint** (`{req}`). Closest: "
-                 f"{rec['closest_label']} (`{rec['closest'][:12]}`), which misses:", ""]
-        lines += [f"- {m}" for m in rec["missing"]]
-        lines.append("")
-    else:
-        lines = ["**No recommendation**: nothing was measured.", ""]
-    lines += [f"- {r}" for r in rec["reasons"]]
-    return lines + [""]
+    lines: list[str] = []
+    for on, rec in _recs(dec):
+        if rec.get("chosen"):
+            lines += [f"**Recommended{on}: {rec['chosen_label']}** (`{rec['chosen'][:12]}`), "
+                      f"constraints: `{req}`.", ""]
+        elif rec.get("closest"):
+            lines += [f"**No variant meets every constraint{on}** (`{req}`). Closest: "
+                      f"{rec['closest_label']} (`{rec['closest'][:12]}`), which misses:", ""]
+            lines += [f"- {m}" for m in rec["missing"]]
+            lines.append("")
+        else:
+            lines += [f"**No recommendation{on}**: nothing was measured.", ""]
+        lines += [f"- {r}" for r in rec["reasons"]] + [""]
+    return lines
 
 
 def _rows_md(rows: list[dict[str, Any]]) -> list[str]:
@@ -139,22 +146,22 @@ code{background:#f4f4f4;padding:0 .2em}"""
 def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
                out: Path, images: list[str]) -> str:
     envs, warnings, errors = _collect(records)
-    rec = dec["recommendation"]
     req = dec.get("require") or "none"
     h = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>",
          "<meta name=viewport content='width=device-width,initial-scale=1'>",
          f"<style>{CSS}</style></head><body>", f"<h1>{_e(title)}</h1>"]
-    if rec.get("chosen"):
-        h.append(f"<div class=rec><p><b>Recommended: {_e(rec['chosen_label'])}</b> "
-                 f"(<code>{_e(rec['chosen'][:12])}</code>) under <code>{_e(req)}</code></p><ul>")
-    else:
-        head = (f"No variant meets every constraint (<code>{_e(req)}</code>). Closest: "
-                f"<b>{_e(rec.get('closest_label'))}</b>, which misses:" if rec.get("closest")
-                else "No recommendation: nothing was measured.")
-        h.append(f"<div class=norec><p>{head}</p><ul>")
-        h += [f"<li>{_e(m)}</li>" for m in rec.get("missing", [])]
-    h += [f"<li>{_e(r)}</li>" for r in rec["reasons"]]
-    h.append("</ul></div>")
+    for on, rec in _recs(dec):
+        if rec.get("chosen"):
+            h.append(f"<div class=rec><p><b>Recommended{_e(on)}: {_e(rec['chosen_label'])}</b> "
+                     f"(<code>{_e(rec['chosen'][:12])}</code>) under <code>{_e(req)}</code></p><ul>")
+        else:
+            head = (f"No variant meets every constraint{_e(on)} (<code>{_e(req)}</code>). "
+                    f"Closest: <b>{_e(rec.get('closest_label'))}</b>, which misses:"
+                    if rec.get("closest") else f"No recommendation{_e(on)}: nothing was measured.")
+            h.append(f"<div class=norec><p>{head}</p><ul>")
+            h += [f"<li>{_e(m)}</li>" for m in rec.get("missing", [])]
+        h += [f"<li>{_e(r)}</li>" for r in rec["reasons"]]
+        h.append("</ul></div>")
     h.append(f"<h2>Variants</h2><p class=muted>Latency per call at batch {_e(dec.get('batch', 1))}"
              f" (p50 with its 95 % bootstrap CI and n); accuracy with its 95 % Wilson CI and n; "
              f"drops are absolute against the baseline <code>{_e((dec.get('baseline') or '')[:12])}"

@@ -27,9 +27,19 @@ def decide(records: list[dict[str, Any]], plan: Any, baseline_id: str | None,
         for r in trows:
             r["on_frontier"] = r["variant_id"] in res.frontier
     constraints = parse_requirements(plan.require if plan is not None else None)
-    rec = recommend(rows, constraints)
+    # one recommendation per target: a variant fastest on this machine may not be on the board
+    targets = sorted({r["target"] for r in rows})
+    order = [t for t in (getattr(plan, "targets", None) or []) if t in targets] + \
+        [t for t in targets if t not in (getattr(plan, "targets", None) or [])]
+    recs = {t: recommend([r for r in rows if r["target"] == t], constraints).to_dict()
+            for t in order}
+    if not recs:
+        recs = {"-": recommend([], constraints).to_dict()}
+    for t, rec in recs.items():
+        rec["target"] = t
     for r in rows:
         r.pop("samples_s", None)
-    return {"rows": rows, "frontier": front, "recommendation": rec.to_dict(),
+    return {"rows": rows, "frontier": front, "recommendation": next(iter(recs.values())),
+            "recommendations": recs,
             "require": plan.require if plan is not None else None, "baseline": baseline_id,
             "batch": b}

@@ -75,21 +75,22 @@ def build_rows(records: list[dict[str, Any]], threads: int | None = None,
 
 def add_drops(rows: list[dict[str, Any]], baseline_id: str | None = None) -> str | None:
     """accuracy_drop and corruption_drop (absolute, as fractions) against the baseline row of the
-    same target: ``baseline_id`` or the row that is its own root. Returns the baseline id."""
+    same target: ``baseline_id`` when given, else each row's own family root. Returns the
+    baseline id (the first one found when families differ)."""
     by_target: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_target.setdefault(r["target"], []).append(r)
     chosen = baseline_id
     for target_rows in by_target.values():
-        base = None
+        given = None
         if baseline_id:
-            base = next((r for r in target_rows if r["variant_id"].startswith(baseline_id)), None)
-        if base is None:
-            base = next((r for r in target_rows if r.get("root_id") == r["variant_id"]), None)
-        if base is None:
-            continue
-        chosen = base["variant_id"]
+            given = next((r for r in target_rows if r["variant_id"].startswith(baseline_id)), None)
+        roots = {r["variant_id"]: r for r in target_rows if r.get("root_id") == r["variant_id"]}
         for r in target_rows:
+            base = given or roots.get(r.get("root_id"))
+            if base is None:
+                continue
+            chosen = chosen or base["variant_id"]
             if r.get("accuracy") is not None and base.get("accuracy") is not None:
                 r["accuracy_drop"] = base["accuracy"] - r["accuracy"]
             if r.get("mean_corruption_accuracy") is not None and \

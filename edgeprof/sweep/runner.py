@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from ..data import Dataset, check_disjoint, load_npz
 from ..errors import EdgeprofError
-from ..measure.accuracy import accuracy_record
+from ..measure.accuracy import accuracy_record, rows_sha256
 from ..measure.profiler import Profiler, Settings
 from ..results import ResultStore, new_record, read_records
 from ..targets import get_target
@@ -126,8 +126,9 @@ class SweepRunner:
                 target = self._target(tname)
             except EdgeprofError:
                 continue
+            key_data = rows_sha256(evaluation, n)
             todo = [v for v in variants
-                    if not self.store.has((v.id, tname, 1, None, "accuracy", evaluation.sha256))]
+                    if not self.store.has((v.id, tname, 1, None, "accuracy", key_data))]
             self.counts["skipped"] += len(variants) - len(todo)
             npz = target.stage(evaluation.npz_path(scratch)) if todo else None
             done = [0]

@@ -272,8 +272,11 @@ def infer_layout(shape):
 
 
 def default_spec(raw_dtype, model_shape, model_dtype):
+    # uint8 images are scaled to [0, 1] for float models; an integer model input takes them as
+    # they are (a quantized input is handled by the runtime, which sees float32 here)
+    integer_model = np.issubdtype(np.dtype(model_dtype or "float32"), np.integer)
     spec = {"layout": infer_layout(model_shape), "channel_order": "RGB",
-            "scale": 1.0 / 255.0 if np.dtype(raw_dtype) == np.uint8 else 1.0,
+            "scale": 1.0 / 255.0 if np.dtype(raw_dtype) == np.uint8 and not integer_model else 1.0,
             "mean": None, "std": None, "dtype": model_dtype, "resize": None}
     return spec
 
@@ -329,8 +332,11 @@ def apply_input_spec(raw, spec):
     dtype = spec.get("dtype") or "float32"
     if np.issubdtype(np.dtype(dtype), np.floating):
         x = x.astype(dtype)
-    # Integer (quantized) model inputs stay float here: the runtime quantizes with the model's
-    # own scale and zero-point (timed apart from inference).
+    elif np.issubdtype(np.dtype(dtype), np.integer):
+        # a plain integer input (a quantized one arrives here as float32: the runtime quantizes
+        # it with the model's own scale and zero-point, timed apart from inference)
+        info = np.iinfo(np.dtype(dtype))
+        x = np.clip(np.round(x), info.min, info.max).astype(dtype)
     return np.ascontiguousarray(x)
 
 
@@ -659,7 +665,8 @@ def prepare_feeds(rt, raw, spec, shapes):
         name = inp["name"]
         s = dict(spec.get(name) or spec.get("*") or {}) if spec else {}
         if not s:
-            s = default_spec(raw[name].dtype, inp["shape"], inp["dtype"])
+            s = default_spec(raw[name].dtype, inp["shape"],
+                             "float32" if inp.get("quant") is not None else inp["dtype"])
         if s.get("layout") is None and raw[name].ndim >= 3 and len(inp["shape"]) == 4:
             s["layout"] = infer_layout(inp["shape"])
         if not s.get("dtype"):

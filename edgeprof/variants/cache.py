@@ -210,6 +210,11 @@ class Cache:
         existing = self.get(ref.sha256)
         if existing is not None:
             if input_spec is not None and existing.input_spec != input_spec:
+                if self.children(existing.id):
+                    raise InputError(
+                        f"{ref.name} ({existing.short_id}) is cached with another InputSpec and "
+                        "has variants built with it; use a new --cache-dir (or remove "
+                        f"{self.variants_dir / existing.id} and its children) to change it")
                 existing.input_spec = input_spec
                 self.update(existing)
             return existing

@@ -141,3 +141,32 @@ def test_compare_bad_input_exit_2(tmp_path):
     b = _write(tmp_path / "b.jsonl", [_lat([1e-3] * 5, name="other", vid="zz")])
     r = CliRunner().invoke(cli, ["compare", a, b])
     assert r.exit_code == 2 and "nothing to compare" in r.output
+
+
+def test_drops_are_measured_against_each_family_root():
+    from edgeprof.sweep.rows import add_drops
+    rows = [dict(pt("aaa", 1.0, [1, 1], acc=0.95), root_id="aaa"),
+            dict(pt("bbb", 1.0, [1, 1], acc=0.70), root_id="bbb"),
+            dict(pt("ccc", 1.0, [1, 1], acc=0.69), root_id="bbb")]
+    add_drops(rows)
+    drops = {r["variant_id"]: r["accuracy_drop"] for r in rows}
+    assert drops == pytest.approx({"aaa": 0.0, "bbb": 0.0, "ccc": 0.01})
+
+
+def test_one_recommendation_per_target():
+    from types import SimpleNamespace
+
+    from edgeprof.sweep.decide import decide
+    recs = []
+    for target, fast in (("laptop", "x"), ("pi4", "y")):
+        for vid, p50 in (("x", 1e-3 if fast == "x" else 5e-3), ("y", 1e-3 if fast == "y" else 5e-3)):
+            recs.append(new_record("latency", variant_id=vid, root_id="x", target=target,
+                                   threads=1, batch=1, data_sha256=None,
+                                   model={"name": vid, "model_bytes": 10},
+                                   samples_s=[p50] * 10, warmup_samples_s=[],
+                                   stats={"p50_s": p50, "p50_ci_s": [p50, p50], "p99_s": p50,
+                                          "p99_ci_s": [p50, p50], "n": 10}))
+    plan = SimpleNamespace(batches=[1], objectives=None, require=None, targets=["pi4", "laptop"])
+    dec = decide(recs, plan, None)
+    assert {t: r["chosen"] for t, r in dec["recommendations"].items()} == {"pi4": "y", "laptop": "x"}
+    assert dec["recommendation"]["target"] == "pi4"

@@ -270,3 +270,23 @@ def test_readers_on_an_empty_tree_record_unavailable(tmp_path):
                                            ("garbage", None), ("", None)])
 def test_parse_throttled(text, expected):
     assert W.parse_throttled(text) == expected
+
+
+def test_plain_integer_model_input_gets_integers(tmp_path):
+    """A uint8 (not quantized) model input: the default spec does not scale to [0, 1] and the
+    worker feeds integers (onnxruntime would refuse floats; LiteRT would truncate them to 0)."""
+    import onnx
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)], "c",
+                          [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 4, 4, 1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 4, 1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "u8.onnx"))
+    raw = np.arange(32, dtype=np.uint8).reshape(2, 4, 4, 1) * 7
+    np.savez(tmp_path / "u8.npz", x=raw)
+    with start_local_worker() as w:
+        w.request("load", path=str(tmp_path / "u8.onnx"), inputs={"npz": str(tmp_path / "u8.npz")})
+        out = W.decode_array(w.request("predict", npz=str(tmp_path / "u8.npz"), start=0,
+                                       stop=2)["outputs"]["y"])
+    np.testing.assert_array_equal(out, raw.astype(np.float32))
