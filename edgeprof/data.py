@@ -62,12 +62,27 @@ def _check_array(path: Path, key: str, a: np.ndarray) -> None:
         raise InputError(f"{path}: '{key}' contains NaN or inf (first at row {bad})")
 
 
+def check_npz_file(p: Path) -> None:
+    """An .npz is a zip archive; anything else would send numpy to its pickle path, which is
+    refused anyway: say what the file is not, rather than how numpy failed."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror or exc}")
+    if not head:
+        raise InputError(f"{p}: is empty (0 bytes)")
+    if head != b"PK\x03\x04":
+        raise InputError(f"{p}: not an .npz file (np.savez writes a zip archive; this is not one)")
+
+
 def load_npz(path: str | Path) -> Dataset:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such data file")
     if p.is_dir():
         return load_image_folder(p)
+    check_npz_file(p)
     try:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

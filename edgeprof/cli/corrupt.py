@@ -17,8 +17,11 @@ def load_images(path: Path):
     """Read ``x`` (and ``y``) from an .npz; return (float32 NHWC in [0, 1], original x, y or None)."""
     import numpy as np
 
+    from ..data import check_npz_file
+
     if not path.is_file():
         raise InputError(f"data file not found: {path}")
+    check_npz_file(path)
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as exc:  # any unreadable file: say what it is, not how numpy failed inside
