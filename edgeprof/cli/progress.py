@@ -7,7 +7,9 @@ from typing import Callable, Iterator
 
 @contextlib.contextmanager
 def progress_bar(quiet: bool = False) -> Iterator[Callable[[str, float], None]]:
-    if quiet:
+    import sys
+
+    if quiet or not sys.stderr.isatty():  # a live bar only makes sense on a terminal
         yield lambda desc, frac: None
         return
     from rich.console import Console
