@@ -211,6 +211,6 @@ def tflite_info(path: str) -> dict[str, Any]:
 
 def model_info(ref: ModelRef, batch: int = 1) -> dict[str, Any]:
     info = onnx_info(str(ref.path), batch) if ref.format == "onnx" else tflite_info(str(ref.path))
-    info.update(name=ref.name, variant_id=ref.sha256, model_bytes=ref.model_bytes,
+    info.update(name=ref.name, variant_id=ref.id, sha256=ref.sha256, model_bytes=ref.model_bytes,
                 zlib_bytes=ref.zlib_bytes)
     return info

@@ -14,24 +14,27 @@ import click
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 65536),
               help="Batch used to count MACs when the batch is dynamic.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the facts as JSON.")
-def inspect_cmd(model: str, target: str, batch: int, json_out: Path | None) -> None:
+@click.option("--targets-dir", type=click.Path(path_type=Path), help="Where target files are.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Variant cache (id prefixes).")
+def inspect_cmd(model: str, target: str, batch: int, json_out: Path | None,
+                targets_dir: Path | None, cache_dir: Path | None) -> None:
     """Format, opset, inputs/outputs, operator counts, parameters, MACs, dtypes, and whether the
     target's runtime supports every operator (exit 1 when it does not)."""
     from ..errors import EdgeprofError, InputError
     from ..modelinfo import model_info, onnx_support
-    from ..models import open_model
     from ..report.terminal import print_info, terminal_console
     from ..results import check_writable
     from ..targets import get_target
 
     if json_out:
         check_writable(json_out, "--json")
-    ref = open_model(model)
+    from ..variants.family import resolve_models
+    ref = resolve_models([model], cache_dir)[0]
     try:
         info = model_info(ref, batch)
     except Exception as exc:  # a file onnx/LiteRT can open but not analyse
         raise InputError(f"{ref.path}: cannot analyse: {str(exc).splitlines()[0] if str(exc) else exc}")
-    tgt = get_target(target)
+    tgt = get_target(target, targets_dir=targets_dir)
     support: dict = {"target": tgt.name}
     try:
         with tgt.start_worker(f"{ref.name} on {tgt.name}") as w:
