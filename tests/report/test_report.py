@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from edgeprof.cli import cli
 from edgeprof.demo import DATA_DIR
 from tests.conftest import FAST, require
+from tests.sweep_files import demo_sweep
 
 EVIL = "<script>alert(1)</script>"
 EVIL_FILE = "<script>alert(2)<script>"   # a file name cannot hold the "/" of a closing tag
@@ -24,25 +25,8 @@ def report_dir(tmp_path_factory, models_dir) -> Path:
     d = tmp_path_factory.mktemp("rep")
     evil = d / f"{EVIL_FILE}.onnx"
     shutil.copy(DATA_DIR / "fashion_cnn.onnx", evil)
-    sweep = d / "s.toml"
-    sweep.write_text(f'''
-name = "{EVIL}"
-[model]
-path = "{evil}"
-preprocess = "{DATA_DIR / 'preprocess.toml'}"
-[data]
-eval = "{DATA_DIR / 'eval.npz'}"
-calib = "{DATA_DIR / 'calib.npz'}"
-[[variants]]
-precision = ["fp32", "int8-static"]
-[measure]
-min_time = "0.1s"
-min_runs = 20
-cold_starts = 0
-accuracy_limit = 300
-[decide]
-require = "accuracy_drop<=2%"
-''')
+    sweep = demo_sweep(d / "s.toml", name=EVIL, model=evil, measure="accuracy_limit = 300",
+                       require="accuracy_drop<=2%")
     r = CliRunner().invoke(cli, ["sweep", str(sweep), "--out", str(d / "out"), "--cache-dir",
                                  str(d / "cache"), "-q"])
     assert r.exit_code == 0, r.output

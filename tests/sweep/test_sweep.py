@@ -12,33 +12,14 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from edgeprof.cli import cli
-from edgeprof.demo import DATA_DIR
 from edgeprof.results import read_records
 from edgeprof.targets.client import WorkerClient
+from tests.sweep_files import demo_sweep
 
 
 def sweep_file(tmp_path: Path, extra: str = "", require: str = "accuracy_drop<=1%") -> Path:
-    p = tmp_path / "s.toml"
-    p.write_text(f'''
-name = "t"
-[model]
-path = "{DATA_DIR / 'fashion_cnn.onnx'}"
-preprocess = "{DATA_DIR / 'preprocess.toml'}"
-[data]
-eval = "{DATA_DIR / 'eval.npz'}"
-calib = "{DATA_DIR / 'calib.npz'}"
-[[variants]]
-precision = ["fp32", "fp16", "int8-static"]
-[measure]
-min_time = "0.1s"
-min_runs = 20
-cold_starts = 0
-accuracy_limit = 400
-{extra}
-[decide]
-require = "{require}"
-''')
-    return p
+    return demo_sweep(tmp_path / "s.toml", precisions='["fp32", "fp16", "int8-static"]',
+                      measure="accuracy_limit = 400\n" + extra, require=require)
 
 
 def run_sweep(tmp_path: Path, f: Path, *args: str):

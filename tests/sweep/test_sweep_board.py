@@ -7,34 +7,18 @@ import json
 from click.testing import CliRunner
 
 from edgeprof.cli import cli
-from edgeprof.demo import DATA_DIR
 from edgeprof.results import read_records
+from tests.sweep_files import demo_sweep
 from tests.targets.test_ssh import board  # noqa: F401  (the real sshd fixture)
 
 
 def test_sweep_on_local_and_a_board(board, tmp_path):  # noqa: F811
     board.write("pi", threads=[1])
-    sweep = tmp_path / "s.toml"
-    sweep.write_text(f'''
-name = "boards"
-[model]
-path = "{DATA_DIR / 'fashion_cnn.onnx'}"
-preprocess = "{DATA_DIR / 'preprocess.toml'}"
-[data]
-eval = "{DATA_DIR / 'eval.npz'}"
-calib = "{DATA_DIR / 'calib.npz'}"
-[[variants]]
-precision = ["fp32", "int8-static"]
-[measure]
+    sweep = demo_sweep(tmp_path / "s.toml", name="boards", require="accuracy_drop<=2%",
+                       min_time="0.05s", cold_starts=1, measure="""
 targets = ["local", "pi"]
-min_time = "0.05s"
-min_runs = 20
-cold_starts = 1
 accuracy_limit = 200
-robustness = {{ corruptions = ["contrast"], severities = [1], limit = 100 }}
-[decide]
-require = "accuracy_drop<=2%"
-''')
+robustness = { corruptions = ["contrast"], severities = [1], limit = 100 }""")
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, ["sweep", str(sweep), "--out", str(out), "--cache-dir",
                                  str(tmp_path / "cache"), "--targets-dir", str(board.targets), "-q"])
