@@ -20,6 +20,7 @@ DTYPES = ("float32", "float16", "uint8", "int8", "int16", "int32", "int64")
 @dataclass(frozen=True)
 class InputSpec:
     layout: str | None = None          # None: inferred from the model's input shape
+    data_layout: str | None = None     # the data's, used only when its shape leaves it open
     channel_order: str = "RGB"
     scale: float | None = None         # None: 1/255 for uint8 data, else 1
     mean: tuple[float, ...] | None = None
@@ -29,6 +30,8 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if d["data_layout"] is None:  # absent unless given: specs (and variant ids) stay as before
+            del d["data_layout"]
         for k in ("mean", "std", "resize"):
             if d[k] is not None:
                 d[k] = list(d[k])
@@ -43,6 +46,9 @@ class InputSpec:
         layout = raw.get("layout")
         if layout is not None and str(layout).upper() not in LAYOUTS:
             raise InputError(f"{where}: layout {layout!r} must be NCHW or NHWC")
+        data_layout = raw.get("data_layout")
+        if data_layout is not None and str(data_layout).upper() not in LAYOUTS:
+            raise InputError(f"{where}: data_layout {data_layout!r} must be NCHW or NHWC")
         order = str(raw.get("channel_order", "RGB")).upper()
         if order not in ORDERS:
             raise InputError(f"{where}: channel_order {order!r} must be RGB or BGR")
@@ -72,7 +78,9 @@ class InputSpec:
         scale = raw.get("scale")
         if scale is not None and not isinstance(scale, (int, float)):
             raise InputError(f"{where}: scale must be a number")
-        return cls(layout=str(layout).upper() if layout else None, channel_order=order,
+        return cls(layout=str(layout).upper() if layout else None,
+                   data_layout=str(data_layout).upper() if data_layout else None,
+                   channel_order=order,
                    scale=float(scale) if scale is not None else None, mean=floats("mean"),
                    std=floats("std"), dtype=dtype, resize=resize)
 

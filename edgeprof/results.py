@@ -55,11 +55,29 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
         yield rec
 
 
+def latest_run_errors(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Error records of the latest sweep run (records carry its run_id). A rerun retries every
+    failed cell, so errors of earlier runs are history, not the state of the results. Records
+    without a run_id (other commands) are all kept; identical messages are listed once."""
+    runs = [r["run_id"] for r in records if r.get("run_id")]
+    latest = runs[-1] if runs else None
+    seen, out = set(), []
+    for r in records:
+        if r["kind"] != "error" or (r.get("run_id") and r["run_id"] != latest):
+            continue
+        key = (r.get("variant_id"), r.get("target"), r.get("phase"), r.get("error"))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 class ResultStore:
     """Append-only JSON Lines file; each record is written whole and flushed to disk."""
 
-    def __init__(self, path: str | Path | None):
+    def __init__(self, path: str | Path | None, stamp: dict[str, Any] | None = None):
         self.path = Path(path) if path else None
+        self.stamp = dict(stamp or {})  # fields added to every record (a sweep's run_id)
         self._keys: set[tuple] = set()
         if self.path is not None:
             if self.path.is_dir():
@@ -78,6 +96,8 @@ class ResultStore:
         return key in self._keys
 
     def append(self, rec: dict[str, Any]) -> None:
+        for k, v in self.stamp.items():
+            rec.setdefault(k, v)
         if rec.get("kind") != "error":
             self._keys.add(record_key(rec))
         if self.path is None:

@@ -28,6 +28,27 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def cpu_flags() -> set[str]:
+    """This machine's CPU feature flags as the kernel writes them (x86 'flags', aarch64
+    'Features')."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def int8_dot_product() -> bool:
+    """Whether this CPU has int8 dot-product instructions (x86 VNNI, Arm dotprod). Without them
+    onnxruntime's x86 u8s8/s8s8 kernels can saturate the 16-bit intermediate sums, so int8
+    agreement with fp32 is lower: a fact about the CPU that tests must allow for."""
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("models")

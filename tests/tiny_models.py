@@ -130,3 +130,29 @@ def mobilenet_like(path: Path, size: int = 32, classes: int = 10, seed: int = 0,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])], inits)
     return _save(helper.make_model(graph, opset_imports=OPSET), path)
+
+
+def with_constant_nodes(path: Path, batch: int | str = "N", seed: int = 0) -> Path:
+    """A CNN as torch.onnx.export writes it: the Flatten is a Reshape whose target shape comes
+    from a ``Constant`` node, and the classifier's bias is a Constant too. onnxruntime folds
+    Constant nodes into initializers on load, so its kernel registry has no Constant."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    fw = rng.standard_normal((4 * 8 * 8, 3)).astype(np.float32) * 0.05
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Constant", [], ["shape"], name="Constant_0",
+                         value=numpy_helper.from_array(np.array([-1, 4 * 8 * 8], np.int64))),
+        helper.make_node("Reshape", ["r", "shape"], ["f"], name="reshape"),
+        helper.make_node("MatMul", ["f", "fw"], ["m"], name="fc"),
+        helper.make_node("Constant", [], ["fb"], name="Constant_1",
+                         value=numpy_helper.from_array(rng.standard_normal(3).astype(np.float32))),
+        helper.make_node("Add", ["m", "fb"], ["logits"], name="bias"),
+    ]
+    graph = helper.make_graph(
+        nodes, "with_constants",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 3])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(fw, "fw")])
+    return _save(helper.make_model(graph, opset_imports=OPSET), path)

@@ -64,9 +64,18 @@ def check_quantizable(path: Path, precision: str, name: str | None = None) -> di
             "op_types": sorted({n.op_type for n in model.graph.node})}
 
 
+def equal_batch(n: int, batch: int) -> int:
+    """The largest batch size <= ``batch`` that divides ``n`` rows into equal batches."""
+    return next(d for d in range(max(1, min(batch, n)), 0, -1) if n % d == 0)
+
+
 def calibration_batches(path: Path, data: Dataset, spec: dict[str, Any] | None, rows: int,
-                        batch: int = 16) -> list[dict[str, np.ndarray]]:
-    """Model-ready calibration feeds: raw rows through the InputSpec (the worker's own code)."""
+                        batch: int = 16, equal: bool = False) -> list[dict[str, np.ndarray]]:
+    """Model-ready calibration feeds: raw rows through the InputSpec (the worker's own code).
+
+    A model with a fixed batch B gets whole batches of B (a last partial batch is filled with
+    rows from the start). ``equal``: every batch the same size (onnxruntime's histogram
+    calibrators, entropy and percentile, stack the outputs of all batches into one array)."""
     from ..targets.worker import default_spec, prepare_feeds
 
     from ..modelinfo import onnx_inputs
@@ -77,8 +86,8 @@ def calibration_batches(path: Path, data: Dataset, spec: dict[str, Any] | None, 
     rt = _Rt()
     rt.inputs = [{"name": i["name"], "shape": i["shape"], "dtype": "float32"} for i in inputs]
     n = min(rows, data.n)
-    fixed = any(isinstance(i["shape"][0], int) for i in inputs if i["shape"])
-    step = 1 if fixed else batch
+    fixed = [i["shape"][0] for i in inputs if i["shape"] and isinstance(i["shape"][0], int)]
+    step = fixed[0] if fixed else (equal_batch(n, batch) if equal else batch)
     out = []
     for s in range(0, n, step):
         raw = {}
@@ -87,7 +96,9 @@ def calibration_batches(path: Path, data: Dataset, spec: dict[str, Any] | None, 
             if key not in data.x:
                 raise InputError(f"{data.path}: no array for input '{i['name']}' (keys: "
                                  f"{', '.join(data.x)})")
-            raw[i["name"]] = data.x[key][s:s + step]
+            rows_ = data.x[key][:n]
+            idx = np.arange(s, s + step) % n if fixed else np.arange(s, min(s + step, n))
+            raw[i["name"]] = rows_[idx]
         sp = spec or {"*": default_spec(next(iter(raw.values())).dtype,
                                         inputs[0]["shape"], "float32")}
         shapes = {i["name"]: [len(next(iter(raw.values())))] + list(i["shape"][1:]) for i in inputs}
@@ -215,7 +226,8 @@ class QuantizePass:
             quantize_dynamic(str(src), str(out_path), per_channel=self.per_channel,
                              weight_type=QuantType.QUInt8, nodes_to_exclude=excluded or None)
         else:
-            feeds = calibration_batches(parent.path, self.calib, self.spec, self.calib_rows)
+            feeds = calibration_batches(parent.path, self.calib, self.spec, self.calib_rows,
+                                        equal=self.calib_method != "minmax")
             method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                       "percentile": CalibrationMethod.Percentile}[self.calib_method]
             quantize_static(

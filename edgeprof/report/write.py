@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..results import read_records
+from ..results import latest_run_errors, read_records
 from ..units import fmt_bytes, fmt_seconds
 from . import charts
 
@@ -21,7 +21,8 @@ CSV_COLUMNS = ("variant_id", "label", "target", "format", "runtime", "threads", 
                "p50_s", "p50_ci_low_s", "p50_ci_high_s", "p99_s", "n_latency", "peak_rss_bytes",
                "model_bytes", "zlib_bytes", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
                "n_accuracy", "accuracy_drop", "mean_corruption_accuracy", "corruption_drop",
-               "mce", "relative_mce", "attack_accuracy", "attack", "n_attack", "on_frontier",
+               "mce", "relative_mce", "attack_accuracy", "attack", "n_attack", "top1_agreement",
+               "sqnr_db", "n_fidelity", "on_frontier",
                "is_baseline", "errors")
 
 
@@ -54,10 +55,26 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text(buf.getvalue())
 
 
+def _fidelity(r: dict[str, Any]) -> str:
+    """Agreement with the fp32 root: top-1 agreement and SQNR, '-' when not measured."""
+    if r.get("n_fidelity") is None:
+        return "-"
+    parts = []
+    if r.get("top1_agreement") is not None:
+        parts.append(f"{r['top1_agreement']:.1%}")
+    parts.append("exact" if r.get("fidelity_exact") else
+                 "-" if r.get("sqnr_db") is None else f"{r['sqnr_db']:.1f} dB")
+    return " / ".join(parts)
+
+
 def _collect(records: list[dict[str, Any]]) -> tuple[dict[str, dict], list[tuple[str, str]], list[str]]:
     envs: dict[str, dict] = {}
     warnings: list[tuple[str, str]] = []
     errors: list[str] = []
+    for r in latest_run_errors(records):
+        errors.append(f"{(r.get('model') or {}).get('name', r.get('variant_id'))} "
+                      f"[{r.get('phase', '')}{' @' + r['target'] if r.get('target') else ''}]: "
+                      f"{r.get('error')}")
     for r in records:
         if r["kind"] == "latency":
             if r.get("env") and r["target"] not in envs:
@@ -65,10 +82,6 @@ def _collect(records: list[dict[str, Any]]) -> tuple[dict[str, dict], list[tuple
             for w in r.get("warnings", []):
                 warnings.append((f"{r['model']['name']} @{r['target']} threads={r['threads']} "
                                  f"batch={r['batch']}", w["message"]))
-        elif r["kind"] == "error":
-            errors.append(f"{(r.get('model') or {}).get('name', r.get('variant_id'))} "
-                          f"[{r.get('phase', '')}{' @' + r['target'] if r.get('target') else ''}]: "
-                          f"{r.get('error')}")
     return envs, warnings, errors
 
 
@@ -98,8 +111,8 @@ def _recommendation_md(dec: dict[str, Any]) -> list[str]:
 
 def _rows_md(rows: list[dict[str, Any]]) -> list[str]:
     out = ["| variant | target | p50 [95 % CI] | n | accuracy [95 % CI] | n | drop | corruption acc. | "
-           "drop | attacked acc. | peak RSS | size | frontier |",
-           "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|"]
+           "drop | attacked acc. | agreement / SQNR | peak RSS | size | frontier |",
+           "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|"]
     for r in sorted(rows, key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
         out.append(
             f"| {r['label']}{' (baseline)' if r.get('is_baseline') else ''} | {r['target']} | "
@@ -108,7 +121,7 @@ def _rows_md(rows: list[dict[str, Any]]) -> list[str]:
             f"{_pct(r.get('accuracy_drop'))} | {_pct(r.get('mean_corruption_accuracy'))} | "
             f"{_pct(r.get('corruption_drop'))} | "
             f"{'-' if r.get('attack_accuracy') is None else _pct(r['attack_accuracy']) + ' (' + r['attack'] + ')'} | "
-            f"{fmt_bytes(r.get('peak_rss_bytes'))} | "
+            f"{_fidelity(r)} | {fmt_bytes(r.get('peak_rss_bytes'))} | "
             f"{fmt_bytes(r.get('model_bytes'))} | {'yes' if r.get('on_frontier') else ''} |")
     return out + [""]
 
@@ -165,9 +178,12 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
     h.append(f"<h2>Variants</h2><p class=muted>Latency per call at batch {_e(dec.get('batch', 1))}"
              f" (p50 with its 95 % bootstrap CI and n); accuracy with its 95 % Wilson CI and n; "
              f"drops are absolute against the baseline <code>{_e((dec.get('baseline') or '')[:12])}"
-             f"</code>. Frontier: not dominated beyond the confidence intervals.</p><table><tr>")
+             f"</code>. Agreement / SQNR: top-1 agreement and signal-to-quantization-noise ratio of "
+             f"the first output against the fp32 root, measured when the variant was built. "
+             f"Frontier: not dominated beyond the confidence intervals.</p><table><tr>")
     cols = ("variant", "target", "p50 [95 % CI]", "n", "accuracy [95 % CI]", "n", "acc. drop",
-            "corruption acc.", "corr. drop", "mCE", "attacked acc.", "peak RSS", "size", "frontier")
+            "corruption acc.", "corr. drop", "mCE", "attacked acc.", "agreement / SQNR",
+            "peak RSS", "size", "frontier")
     h += [f"<th>{_e(c)}</th>" for c in cols] + ["</tr>"]
     for r in sorted(dec["rows"], key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
         cells = [r["label"] + (" (baseline)" if r.get("is_baseline") else ""), r["target"],
@@ -178,7 +194,7 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
                  "-" if r.get("mce") is None else f"{r['mce']:.3f}",
                  "-" if r.get("attack_accuracy") is None else
                  f"{r['attack_accuracy']:.1%} ({r['attack']}, n={r.get('n_attack')})",
-                 fmt_bytes(r.get("peak_rss_bytes")), fmt_bytes(r.get("model_bytes")),
+                 _fidelity(r), fmt_bytes(r.get("peak_rss_bytes")), fmt_bytes(r.get("model_bytes")),
                  "yes" if r.get("on_frontier") else ""]
         cls = " class=front" if r.get("on_frontier") else ""
         h.append(f"<tr{cls}>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")

@@ -43,6 +43,7 @@ class Builder:
         from ..passes.quantize import QuantizePass
         p = QuantizePass(precision=recipe.precision, per_channel=recipe.per_channel,
                          format=recipe.format, calib_method=recipe.calib_method, calib=self.calib,
+                         calib_rows=recipe.calib_rows,
                          spec=spec_for_worker(self.root.input_spec, self._raw_dtype()))
         return apply_pass(self.cache, v, p, self.fidelity(v))[0]
 
@@ -81,12 +82,13 @@ class Builder:
         from ..passes.tflite import ConverterRun, TflitePass
 
         runs = self.__dict__.setdefault("_tflite_runs", {})
-        if parent.id not in runs:
-            runs[parent.id] = ConverterRun(
+        key = (parent.id, recipe.per_channel, recipe.calib_rows)
+        if key not in runs:
+            runs[key] = ConverterRun(
                 cache=self.cache, parent=parent, calib=self.calib, quantize=self.calib is not None,
-                per_channel=recipe.per_channel,
+                per_channel=recipe.per_channel, calib_rows=recipe.calib_rows,
                 worker_spec=spec_for_worker(parent.input_spec, self._raw_dtype()))
-        p = TflitePass(recipe.precision, runs[parent.id])
+        p = TflitePass(recipe.precision, runs[key])
         base = self.fidelity(parent)
 
         def fidelity(path: Path, v: Variant) -> dict[str, Any]:

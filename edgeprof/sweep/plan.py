@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..units import parse_duration_s
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int16x8")
-RECIPE_KEYS = {"precision", "per_channel", "format", "calib_method", "sparsity", "scope",
+RECIPE_KEYS = {"precision", "per_channel", "format", "calib_method", "calib_rows", "sparsity", "scope",
                "channels", "round_to", "finetune_epochs", "to", "name", "exclude_nodes",
                "exclude_ops"}
 
@@ -25,6 +25,7 @@ class Recipe:
     per_channel: bool = True
     format: str = "qdq"
     calib_method: str = "minmax"
+    calib_rows: int = 200
     sparsity: float | None = None
     scope: str = "global"
     channels: float | None = None
@@ -42,7 +43,13 @@ class Recipe:
             parts.append("tflite")
         parts.append(self.precision)
         if self.precision == "int8-static":
+            if self.format != "qdq" and self.to == "onnx":
+                parts.append(self.format)
             parts.append("per-channel" if self.per_channel else "per-tensor")
+            if self.calib_method != "minmax" and self.to == "onnx":
+                parts.append(self.calib_method)
+            if self.calib_rows != 200:
+                parts.append(f"{self.calib_rows} calib rows")
         return self.name or " ".join(parts)
 
 
@@ -94,6 +101,9 @@ def _expand(entry: dict[str, Any], where: str) -> list[Recipe]:
             raise InputError(f"{where}: to = {cfg['to']!r} must be onnx or tflite")
         if p == "int16x8" and cfg.get("to", "onnx") != "tflite":
             raise InputError(f"{where}: int16x8 is TFLite only (add to = \"tflite\")")
+        rows = cfg.get("calib_rows", 200)
+        if not isinstance(rows, int) or isinstance(rows, bool) or not 1 <= rows <= 100_000:
+            raise InputError(f"{where}: calib_rows = {rows!r} must be a whole number from 1 to 100000")
         for k in ("sparsity", "channels"):
             if cfg.get(k) is not None and not 0 < float(cfg[k]) < 1:
                 raise InputError(f"{where}: {k} = {cfg[k]} must be between 0 and 1")

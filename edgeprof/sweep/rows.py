@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..results import latest_run_errors
+
 ALIASES = {"latency": "p50_s", "p50": "p50_s", "p99": "p99_s", "peak_rss": "peak_rss_bytes",
            "memory": "peak_rss_bytes", "size": "model_bytes", "model_size": "model_bytes",
            "accuracy": "accuracy", "mca": "mean_corruption_accuracy",
@@ -68,9 +70,26 @@ def build_rows(records: list[dict[str, Any]], threads: int | None = None,
                         worst = (m["robust_accuracy"], f"{attack} {eps}{budget}", m.get("n"))
             if worst is not None:
                 x["attack_accuracy"], x["attack"], x["n_attack"] = worst
-        elif r["kind"] == "error":
-            row(r)["errors"].append(r.get("error", ""))
+    for r in latest_run_errors(records):
+        row(r)["errors"].append(r.get("error", ""))
+    fidelity = {r["variant_id"]: r for r in records if r["kind"] == "fidelity"}
+    for x in rows.values():
+        f = fidelity.get(x["variant_id"])
+        if f is not None:
+            x.update(fidelity_summary(f))
     return list(rows.values())
+
+
+def fidelity_summary(rec: dict[str, Any]) -> dict[str, Any]:
+    """Agreement with the fp32 root on its first output: top-1 agreement (classifier outputs)
+    and SQNR in dB (None when the outputs are identical: infinite SQNR)."""
+    vs_root = rec.get("vs_root") or {}
+    if not vs_root:
+        return {}
+    name, m = next(iter(vs_root.items()))
+    return {"top1_agreement": m.get("top1_agreement"), "sqnr_db": m.get("sqnr_db"),
+            "fidelity_exact": bool(m.get("exact")), "fidelity_output": name,
+            "n_fidelity": m.get("n", rec.get("rows"))}
 
 
 def add_drops(rows: list[dict[str, Any]], baseline_id: str | None = None) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,6 +18,7 @@ from ..measure.accuracy import accuracy_record, rows_sha256
 from ..measure.profiler import Profiler, Settings
 from ..results import ResultStore, new_record, read_records
 from ..targets import get_target
+from ..targets.worker import one_line
 from ..variants.cache import Cache, Variant
 from ..variants.family import spec_for_worker
 from .build import Builder, open_root, scratch_dir
@@ -36,7 +38,9 @@ class SweepRunner:
         self.targets_dir = targets_dir
         plan.out_dir.mkdir(parents=True, exist_ok=True)
         self.results_path = plan.out_dir / "results.jsonl"
-        self.store = ResultStore(self.results_path)
+        # every record of this run carries its run_id: the report lists the errors of the
+        # latest run only (a rerun retries every failed cell, so older errors are history)
+        self.store = ResultStore(self.results_path, stamp={"run_id": uuid.uuid4().hex[:12]})
         self.counts = {"variants": 0, "passes_run": 0, "latency": 0, "accuracy": 0, "robustness": 0,
                        "errors": 0, "skipped": 0}
 
@@ -76,11 +80,33 @@ class SweepRunner:
             except EdgeprofError as exc:
                 self._error("build", recipe.describe(), exc)
                 continue
+            except (KeyboardInterrupt, SystemExit, MemoryError):
+                raise
+            except Exception as exc:  # a pass's own library failing: one cell, not the sweep
+                self._error("build", recipe.describe(), EdgeprofError(
+                    f"the pass failed: {type(exc).__name__}: {one_line(exc)}"))
+                continue
             if v.id not in {x.id for x in variants}:
                 variants.append(v)
+                self._fidelity_record(v)
         self.counts["passes_run"] = sum(PASS_CALLS.values()) - ran_before
         self.counts["variants"] = len(variants)
         return variants
+
+    def _fidelity_record(self, v: Variant) -> None:
+        """The fidelity measured when the variant was built (kept in the cache) as a record, so
+        the report, which renders from records only, can show it."""
+        fid = v.fidelity
+        if not fid or not fid.get("vs_root"):
+            return
+        key = (v.id, None, None, None, "fidelity", fid.get("data_sha256"))
+        if self.store.has(key):
+            return
+        self.store.append(new_record(
+            "fidelity", variant_id=v.id, root_id=v.root, target=None, threads=None, batch=None,
+            data_sha256=fid.get("data_sha256"), model={"name": v.label, "format": v.format},
+            rows=fid.get("rows"), data_role=fid.get("data_role"), vs_root=fid["vs_root"],
+            vs_parent=fid.get("vs_parent")))
 
     def latency(self, variants: list[Variant], evaluation: Dataset | None) -> None:
         p = self.plan

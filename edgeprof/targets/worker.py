@@ -271,6 +271,40 @@ def infer_layout(shape):
     return "NHWC"
 
 
+def _layout_fits(raw_shape, model_shape, model_layout, reading, resize):
+    """Does raw 4-D data read as ``reading`` (NCHW or NHWC) match the model's channels and size?"""
+    if reading == "NCHW":
+        c, hw = raw_shape[1], tuple(raw_shape[2:4])
+    else:
+        c, hw = raw_shape[3], tuple(raw_shape[1:3])
+    if len(model_shape) == 4 and model_layout in _IMAGE_LAYOUTS:
+        mc = model_shape[1] if model_layout == "NCHW" else model_shape[3]
+        mhw = tuple(model_shape[2:4] if model_layout == "NCHW" else model_shape[1:3])
+        if isinstance(mc, int):
+            if c != mc:
+                return False
+        elif c not in (1, 3, 4):
+            return False
+        if not resize and all(isinstance(d, int) for d in mhw) and hw != mhw:
+            return False
+        return True
+    return c in (1, 3, 4)
+
+
+def infer_data_layout(raw_shape, model_shape, model_layout, declared=None, resize=None):
+    """The layout of 4-D raw image data (conventions: Data files). Read from the data's shape
+    when exactly one reading (NHWC or NCHW) fits the model's input (its channel count, and its
+    height and width unless the InputSpec resizes); else the InputSpec's ``data_layout``; else
+    NHWC, the conventions' default for images."""
+    if len(raw_shape) != 4:
+        return "NHWC"
+    fits = [r for r in ("NHWC", "NCHW")
+            if _layout_fits(raw_shape, model_shape, model_layout, r, resize)]
+    if len(fits) == 1:
+        return fits[0]
+    return declared or "NHWC"
+
+
 def default_spec(raw_dtype, model_shape, model_dtype):
     # uint8 images are scaled to [0, 1] for float models; an integer model input takes them as
     # they are (a quantized input is handled by the runtime, which sees float32 here)
@@ -311,6 +345,8 @@ def apply_input_spec(raw, spec):
         if x.ndim != 4:
             raise WorkerFault("image data must be NHWC (N,H,W,C) or (N,H,W); got shape %s"
                               % (tuple(x.shape),))
+        if spec.get("data_layout") == "NCHW":  # data already in channels-first layout
+            x = x.transpose(0, 2, 3, 1)
         x = x.astype(np.float32)
         if spec.get("resize"):
             x = _resize_bilinear(x, spec["resize"])
@@ -658,8 +694,9 @@ def load_npz_rows(path, names, start, stop):
     return out
 
 
-def prepare_feeds(rt, raw, spec, shapes):
-    """Apply the InputSpec to raw rows and check the result against the model's input shapes."""
+def prepare_feeds(rt, raw, spec, shapes, layouts=None):
+    """Apply the InputSpec to raw rows and check the result against the model's input shapes.
+    ``layouts``, when a dict, receives the data layout read for each 4-D image input."""
     feeds = {}
     for inp in rt.inputs:
         name = inp["name"]
@@ -669,6 +706,11 @@ def prepare_feeds(rt, raw, spec, shapes):
                              "float32" if inp.get("quant") is not None else inp["dtype"])
         if s.get("layout") is None and raw[name].ndim >= 3 and len(inp["shape"]) == 4:
             s["layout"] = infer_layout(inp["shape"])
+        if s.get("layout") in _IMAGE_LAYOUTS and raw[name].ndim == 4:
+            s["data_layout"] = infer_data_layout(raw[name].shape, inp["shape"], s["layout"],
+                                                 s.get("data_layout"), s.get("resize"))
+            if layouts is not None:
+                layouts[name] = s["data_layout"]
         if not s.get("dtype"):
             s["dtype"] = inp["dtype"]
         if inp.get("quant") is not None:
@@ -718,9 +760,11 @@ class Worker:
                 raise WorkerFault("%s has no rows" % src["npz"])
             if n_rows < batch:  # repeat rows so a batch larger than the data set still runs
                 raw = {k: np.resize(v, (batch,) + v.shape[1:]) for k, v in raw.items()}
-            feeds = prepare_feeds(rt, raw, req.get("spec") or {}, shapes)
+            data_layouts = {}
+            feeds = prepare_feeds(rt, raw, req.get("spec") or {}, shapes, data_layouts)
             shapes = {k: list(v.shape) for k, v in feeds.items()}
         else:
+            data_layouts = {}
             feeds = synthetic_inputs(rt.inputs, shapes, int(src.get("synthetic", {}).get("seed", 0)))
         self.batch_loop = 1
         if isinstance(rt, LiteRtRuntime) and not rt.resize(shapes):
@@ -740,7 +784,8 @@ class Worker:
         first_s = time.perf_counter() - t1
         rss1, hwm1 = memory_bytes()
         return {"runtime": rt.name, "runtime_version": rt.version, "inputs": rt.inputs,
-                "outputs": rt.outputs, "feed_shapes": shapes, "session_s": session_s,
+                "outputs": rt.outputs, "feed_shapes": shapes, "data_layouts": data_layouts,
+                "session_s": session_s,
                 "first_inference_s": first_s, "batch_loop": self.batch_loop,
                 "rss_before_load_bytes": rss0, "rss_after_load_bytes": rss_loaded,
                 "rss_after_first_bytes": rss1, "peak_rss_bytes": hwm1}

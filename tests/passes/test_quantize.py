@@ -15,6 +15,7 @@ from edgeprof.measure.fidelity import output_metrics
 from edgeprof.passes.base import PASS_CALLS
 from edgeprof.variants.cache import Cache
 from tests import tiny_models
+from tests.conftest import int8_dot_product
 
 D = demo_paths()
 
@@ -35,14 +36,22 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+# Top-1 agreement with fp32 on 300 demo rows: (with int8 dot products, without). On an AVX2-only
+# EPYC the per-channel S8S8 variant agrees on 0.95 (0.99 with VNNI): x86 kernels without VNNI
+# saturate 16-bit sums (onnxruntime's quantization docs). Floors hold on both with some margin.
+INT8_STATIC = (0.97, 0.92)
+
+
 @pytest.mark.parametrize("extra,min_agree", [
-    (["--precision", "int8-static", "--per-channel"], 0.97),
-    (["--precision", "int8-static", "--per-tensor"], 0.95),
-    (["--precision", "int8-static", "--format", "qoperator", "--calib-method", "entropy"], 0.95),
-    (["--precision", "int8-dynamic"], 0.97),
-    (["--precision", "fp16"], 0.995),
+    (["--precision", "int8-static", "--per-channel"], INT8_STATIC),
+    (["--precision", "int8-static", "--per-tensor"], (0.95, 0.92)),
+    (["--precision", "int8-static", "--format", "qoperator", "--calib-method", "entropy"],
+     (0.95, 0.92)),
+    (["--precision", "int8-dynamic"], (0.97, 0.97)),
+    (["--precision", "fp16"], (0.995, 0.995)),
 ])
 def test_demo_model_quantizes_with_high_fidelity(cache_dir, tmp_path, extra, min_agree):
+    min_agree = min_agree[0] if int8_dot_product() else min_agree[1]
     v = _record(cache_dir, [str(D["onnx"]), *extra, "--calib", str(D["calib"]), "--data",
                             str(D["eval"]), "--preprocess", str(D["preprocess"]),
                             "--fidelity-rows", "300"], tmp_path)
@@ -50,7 +59,9 @@ def test_demo_model_quantizes_with_high_fidelity(cache_dir, tmp_path, extra, min
     assert fid["rows"] == 300 and fid["data_role"] == "evaluation"
     m = fid["vs_root"]["logits"]
     assert m["top1_agreement"] >= min_agree and m["cosine_mean"] > 0.99
-    assert not m["exact"] and m["sqnr_db"] > (50 if "fp16" in extra else 20)
+    # SQNR floor likewise: 39 dB with VNNI, 18 dB on the AVX2-only EPYC (per-channel)
+    sqnr_floor = 50 if "fp16" in extra else (20 if int8_dot_product() else 15)
+    assert not m["exact"] and m["sqnr_db"] > sqnr_floor
     assert v["parent"] == v["root"] and v["input_spec"]["layout"] == "NCHW"
     size = (cache_dir / "variants" / v["id"] / "model.onnx").stat().st_size
     assert size < D["onnx"].stat().st_size  # int8 and fp16 weights are smaller
@@ -206,3 +217,40 @@ def test_already_quantized_model_is_refused(cache_dir, tmp_path):
     f = _record(cache_dir, [str(D["onnx"]), "--precision", "fp16"], tmp_path)
     r = q(cache_dir, f["id"][:12], "--precision", "fp16")
     assert r.exit_code == 1 and "already holds fp16" in r.output
+
+
+# ---- real models as they come (issue: real edge models, item 0) -----------------------------
+
+def test_constant_nodes_are_not_refused(tmp_path):
+    """torch.onnx.export leaves Constant nodes; onnxruntime folds them on load and lists no
+    kernel for them. quantize and inspect must not refuse such a model."""
+    m = tiny_models.with_constant_nodes(tmp_path / "c.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", x=rng.integers(0, 256, (32, 8, 8, 1), dtype=np.uint8))
+    v = _record(tmp_path / "cache", [str(m), "--precision", "int8-static", "--calib",
+                                      str(tmp_path / "calib.npz")], tmp_path)
+    assert v["config"]["precision"] == "int8-static"
+    r = CliRunner().invoke(cli, ["inspect", str(m), "--cache-dir", str(tmp_path / "cache")])
+    assert r.exit_code == 0, r.output
+    assert "no kernel" not in r.output and "Constant" in r.output
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_calibration_with_a_partial_last_batch(mobilenet, tmp_path, method):
+    """200 rows in batches of 16 leave a last batch of 8; onnxruntime's histogram calibrators
+    stack all batches, so they get equal batches (here 20 x 10)."""
+    rng = np.random.default_rng(5)
+    x = np.repeat(np.repeat(rng.integers(0, 256, (200, 4, 4, 3)), 8, 1), 8, 2).astype(np.uint8)
+    np.savez(tmp_path / "calib200.npz", x=x)
+    v = _record(tmp_path / "c", [str(mobilenet / "mn.onnx"), "--precision", "int8-static",
+                                  "--calib-method", method, "--calib-rows", "200", "--calib",
+                                  str(tmp_path / "calib200.npz"), "--data",
+                                  str(mobilenet / "eval.npz")], tmp_path)
+    assert v["config"]["calib_rows"] == 200 and v["config"]["calib_method"] == method
+    assert v["fidelity"]["vs_root"]["logits"]["cosine_mean"] > 0.95
+
+
+def test_equal_batches():
+    from edgeprof.passes.quantize import equal_batch
+    assert equal_batch(200, 16) == 10 and equal_batch(64, 16) == 16
+    assert equal_batch(7, 16) == 7 and equal_batch(13, 4) == 1

@@ -52,7 +52,9 @@ def test_impossible_constraints_name_the_closest_and_keep_results(tmp_path):
     r = run_sweep(tmp_path, sweep_file(tmp_path, require="accuracy_drop<=1%, peak_rss<=1MiB"))
     assert r.exit_code == 0, r.output
     assert "no variant meets every constraint" in r.output and "peak_rss<=1MiB" in r.output
-    assert sum(1 for _ in read_records(tmp_path / "out" / "results.jsonl")) == 6
+    kinds = [x["kind"] for x in read_records(tmp_path / "out" / "results.jsonl")]
+    assert kinds.count("latency") == 3 and kinds.count("accuracy") == 3
+    assert kinds.count("fidelity") == 2 and len(kinds) == 8  # fp16 and int8 against the root
     html = (tmp_path / "out" / "index.html").read_text()
     assert "No variant meets every constraint" in html
 
@@ -153,3 +155,78 @@ def test_ctrl_c_keeps_records_and_says_how_to_resume(tmp_path):
     final = [x for x in read_records(results) if x["kind"] == "latency"]
     assert len(final) == 3 and [x["variant_id"] for x in final[:len(kept)]] == \
         [x["variant_id"] for x in kept]                  # kept as they were, none measured twice
+
+
+# ---- real models as they come (issue: real edge models, item 0) -----------------------------
+
+def test_percentile_calibration_on_200_rows_and_fidelity_in_the_report(tmp_path):
+    """200 calibration rows (a last partial batch of 8 at batch 16) with percentile calibration
+    build; the variant's label names its calibration; fidelity reaches every report format."""
+    f = demo_sweep(tmp_path / "s.toml", precisions='"int8-static"',
+                   measure="accuracy_limit = 200\nlatency = false", require="")
+    f.write_text(f.read_text().replace('precision = "int8-static"',
+                                       'precision = "int8-static"\ncalib_method = "percentile"\n'
+                                       'calib_rows = 200'))
+    r = run_sweep(tmp_path, f)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out"
+    recs = list(read_records(out / "results.jsonl"))
+    assert not [x for x in recs if x["kind"] == "error"]
+    fid = [x for x in recs if x["kind"] == "fidelity"]
+    assert len(fid) == 1 and fid[0]["vs_root"]["logits"]["top1_agreement"] > 0.5
+    v = json.loads((tmp_path / "cache" / "variants" / fid[0]["variant_id"] / "variant.json")
+                   .read_text())
+    assert v["config"]["calib_rows"] == 200 and v["config"]["calib_method"] == "percentile"
+    agree = fid[0]["vs_root"]["logits"]["top1_agreement"]
+    dec = json.loads((out / "decision.json").read_text())
+    row = next(x for x in dec["rows"] if x["variant_id"] == fid[0]["variant_id"])
+    assert row["top1_agreement"] == agree and row["n_fidelity"] == fid[0]["vs_root"]["logits"]["n"]
+    assert f"{agree:.1%}" in (out / "summary.md").read_text()
+    assert f"{agree:.1%}" in (out / "index.html").read_text()
+    header, *lines = (out / "results.csv").read_text().splitlines()
+    assert "top1_agreement" in header.split(",") and str(agree) in "".join(lines)
+
+
+def test_a_pass_crashing_is_an_error_record_naming_the_recipe(tmp_path, monkeypatch):
+    """A pass whose library raises something that is not an edgeprof error (as onnxruntime's
+    histogram calibrator did on a partial batch) ends that cell only. The crash is injected:
+    the real crash above is fixed, and no other is known to reproduce."""
+    from edgeprof.passes.quantize import QuantizePass
+
+    def crash(self, parent, out_path):
+        raise ValueError("setting an array element with a sequence")
+    monkeypatch.setattr(QuantizePass, "run", crash)
+    f = demo_sweep(tmp_path / "s.toml", precisions='["fp32", "int8-static"]',
+                   measure="accuracy_limit = 100\nlatency = false", require="")
+    f.write_text(f.read_text().replace('precision = ["fp32", "int8-static"]',
+                                       'precision = ["fp32", "int8-static"]\n'
+                                       'calib_method = "entropy"\nformat = "qoperator"'))
+    r = run_sweep(tmp_path, f)
+    assert r.exit_code == 0, r.output
+    recs = list(read_records(tmp_path / "out" / "results.jsonl"))
+    errors = [x for x in recs if x["kind"] == "error"]
+    assert len(errors) == 1 and "ValueError: setting an array element" in errors[0]["error"]
+    assert errors[0]["model"]["name"] == "int8-static qoperator per-channel entropy"
+    assert any(x["kind"] == "accuracy" for x in recs)  # the fp32 cell was measured
+
+
+def test_report_lists_only_the_latest_runs_errors(tmp_path, monkeypatch):
+    """A rerun retries every failed cell: the report shows this run's errors, not history."""
+    from edgeprof.passes.quantize import QuantizePass
+    real = QuantizePass.run
+
+    def crash(self, parent, out_path):
+        raise ValueError("injected failure")
+    f = demo_sweep(tmp_path / "s.toml", precisions='["fp32", "int8-static"]',
+                   measure="accuracy_limit = 100\nlatency = false", require="")
+    monkeypatch.setattr(QuantizePass, "run", crash)
+    assert run_sweep(tmp_path, f).exit_code == 0
+    assert run_sweep(tmp_path, f).exit_code == 0
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert summary.count("injected failure") == 1
+    monkeypatch.setattr(QuantizePass, "run", real)
+    assert run_sweep(tmp_path, f).exit_code == 0
+    recs = list(read_records(tmp_path / "out" / "results.jsonl"))
+    assert sum(x["kind"] == "error" for x in recs) == 2  # history stays in the results file
+    assert "injected failure" not in (tmp_path / "out" / "summary.md").read_text()
+    assert "injected failure" not in (tmp_path / "out" / "index.html").read_text()

@@ -206,6 +206,36 @@ def test_layout_inference():
     assert W.infer_layout([1, 10]) is None
 
 
+def test_data_layout_read_from_the_shape_when_only_one_reading_fits():
+    # model NCHW [N,1,28,28]: data (16,1,28,28) can only be NCHW, (16,28,28,1) only NHWC
+    assert W.infer_data_layout((16, 1, 28, 28), [None, 1, 28, 28], "NCHW") == "NCHW"
+    assert W.infer_data_layout((16, 28, 28, 1), [None, 1, 28, 28], "NCHW") == "NHWC"
+    assert W.infer_data_layout((4, 3, 32, 32), [1, 32, 32, 3], "NHWC") == "NCHW"
+    # 3x3 images with 3 channels fit both readings: the InputSpec decides, else NHWC
+    assert W.infer_data_layout((2, 3, 3, 3), [None, 3, 3, 3], "NCHW") == "NHWC"
+    assert W.infer_data_layout((2, 3, 3, 3), [None, 3, 3, 3], "NCHW", "NCHW") == "NCHW"
+    # a resizing spec: only the channel count decides
+    assert W.infer_data_layout((2, 3, 64, 48), [None, 3, 32, 32], "NCHW", resize=[32, 32]) == "NCHW"
+
+
+def test_nchw_float_data_feeds_the_model_like_nhwc_data(models_dir, tmp_path):
+    """The same images given NHWC uint8 and NCHW float32 (already scaled) give the same outputs,
+    and the worker says which layout it read."""
+    rng = np.random.default_rng(3)
+    nhwc = rng.integers(0, 256, (16, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp_path / "nhwc.npz", x=nhwc)
+    np.savez(tmp_path / "nchw.npz", x=(nhwc.astype(np.float32) / 255).transpose(0, 3, 1, 2))
+    outs = {}
+    with start_local_worker() as w:
+        for name in ("nhwc", "nchw"):
+            npz = str(tmp_path / f"{name}.npz")
+            rep = w.request("load", path=str(models_dir / "cnn.onnx"), inputs={"npz": npz})
+            assert rep["data_layouts"] == {"input": name.upper()}
+            outs[name] = W.decode_array(w.request("predict", npz=npz, start=0, stop=16)
+                                        ["outputs"]["logits"])
+    np.testing.assert_allclose(outs["nchw"], outs["nhwc"], rtol=1e-5, atol=1e-6)
+
+
 # ---- environment readers against fake trees ---------------------------------------------------
 # This machine exposes no cpufreq, thermal zones or vcgencmd, so the readers are checked against
 # fake sysfs/procfs trees and a fake vcgencmd script (the only fakes in this suite; real boards
