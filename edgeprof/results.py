@@ -73,24 +73,82 @@ def latest_run_errors(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class ResultStore:
-    """Append-only JSON Lines file; each record is written whole and flushed to disk."""
+    """Append-only JSON Lines file; each record is written whole and fsynced, or not at all.
 
-    def __init__(self, path: str | Path | None, stamp: dict[str, Any] | None = None):
+    A writer holds an exclusive lock on the file for its lifetime (a second run on the same file
+    stops with a message, or waits with ``wait``), and before its first append sets aside a torn
+    last line (a crash or a full disk mid-write) into ``<file>.torn`` and truncates the file to its
+    last complete record, so nothing is glued onto a partial line. A record that cannot be
+    written for lack of room goes to a spill file in the system temp folder (else stderr); from
+    then on ``check()`` raises a one-line StorageFull naming the file, the free space and where
+    the spilled records are."""
+
+    def __init__(self, path: str | Path | None, stamp: dict[str, Any] | None = None,
+                 wait: bool = False, flag: str = "--results"):
+        from .storage import OutputLock, check_output
+
         self.path = Path(path) if path else None
         self.stamp = dict(stamp or {})  # fields added to every record (a sweep's run_id)
+        self.flag = flag
         self._keys: set[tuple] = set()
+        self._lock = None
+        self.written = 0
+        self.spilled = 0
+        self.spill_path: Path | None = None
+        self.full: OSError | None = None
+        self.torn_path: Path | None = None
         if self.path is not None:
             if self.path.is_dir():
-                raise InputError(f"--results {self.path}: is a directory")
-            if self.path.exists():
-                self._keys = {record_key(r) for r in read_records(self.path)
-                              if r.get("kind") != "error"}
+                raise InputError(f"{flag} {self.path}: is a directory")
+            if str(self.path) != "-" and self.path.exists() and not self.path.is_file():
+                raise InputError(f"{flag} {self.path}: not a regular file (a results file is "
+                                 "read back to resume)")
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"{flag} {self.path}: cannot create its folder: "
+                                 f"{exc.strerror or exc}")
+            check_output(self.path, flag)
+            self._lock = OutputLock(self.path, flag, wait)
+            try:
+                self._repair_tail()
+                if self.path.exists():
+                    self._keys = {record_key(r) for r in read_records(self.path)
+                                  if r.get("kind") != "error"}
                 with open(self.path, "a", encoding="utf-8"):
                     pass
             except OSError as exc:
-                raise InputError(f"--results {self.path}: cannot write: {exc.strerror or exc}")
+                self.release()
+                raise InputError(f"{flag} {self.path}: cannot write: {exc.strerror or exc}")
+            except BaseException:
+                self.release()
+                raise
+
+    def _repair_tail(self) -> None:
+        """Only a writer holding the lock repairs; readers skip a torn tail."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            data = f.read()
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        tail = data[cut:]
+        try:
+            rec = json.loads(tail)
+            complete = isinstance(rec, dict) and rec.get("schema") == SCHEMA
+        except ValueError:
+            complete = False
+        if complete:  # the record was written whole, only its newline is missing
+            with open(self.path, "ab") as f:
+                f.write(b"\n")
+            return
+        self.torn_path = self.path.with_name(self.path.name + ".torn")
+        with open(self.torn_path, "ab") as f:
+            f.write(tail + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.truncate(self.path, cut)
 
     def has(self, key: tuple) -> bool:
         return key in self._keys
@@ -102,29 +160,101 @@ class ResultStore:
             self._keys.add(record_key(rec))
         if self.path is None:
             return
-        line = json.dumps(rec, separators=(",", ":"), allow_nan=False) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        line = (json.dumps(rec, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+        if self.full is None:
+            try:
+                self._append_whole(line)
+                self.written += 1
+                return
+            except OSError as exc:
+                from .storage import FULL_ERRNOS
+                if exc.errno not in FULL_ERRNOS:
+                    raise InputError(f"{self.flag} {self.path}: cannot write: "
+                                     f"{exc.strerror or exc}") from None
+                self.full = exc
+        self._spill(line)
+
+    def _append_whole(self, line: bytes, path: Path | None = None) -> None:
+        """All or nothing: a write cut short is truncated away again."""
+        fd = os.open(path or self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(line)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                os.fsync(fd)
+            except OSError:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass
+                raise
+        finally:
+            os.close(fd)
+
+    def _spill(self, line: bytes) -> None:
+        import sys
+        import tempfile
+        import time
+
+        self.spilled += 1
+        try:
+            if self.spill_path is None:
+                name = f"edgeprof-spill-{self.path.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.jsonl"
+                self.spill_path = Path(tempfile.gettempdir()) / name
+            self._append_whole(line, self.spill_path)
+        except OSError:
+            try:
+                if self.spill_path.stat().st_size == 0:
+                    self.spill_path.unlink()
+            except OSError:
+                pass
+            self.spill_path = Path("<stderr>")
+            sys.stderr.write(line.decode("utf-8"))
+            sys.stderr.flush()
+
+    def check(self) -> None:
+        """Raise StorageFull once a record could not be written."""
+        if self.full is None:
+            return
+        from .storage import StorageFull, full_message
+        where = ("printed to stderr" if str(self.spill_path) == "<stderr>"
+                 else f"saved to {self.spill_path}")
+        raise StorageFull(
+            f"{full_message(self.path, self.full)}: {self.written} record(s) written, "
+            f"{self.spilled} that did not fit {where}; free space, then append them "
+            f"(cat SPILL >> {self.path.name}) or rerun to measure them again")
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def close(self) -> None:
+        """Release the lock, then raise StorageFull if records had to be spilled."""
+        self.release()
+        self.check()
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+        self.release()
+        if et is None:
+            self.check()
 
 
 def check_writable(path: str | Path, flag: str) -> Path:
-    """Fail before measuring when an output path cannot be written."""
-    p = Path(path)
-    if p.is_dir():
-        raise InputError(f"{flag} {p}: is a directory")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.exists():
-        raise InputError(f"{flag} {p}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise InputError(f"{flag} {p}: not writable")
-    return p
+    """Fail before measuring when an output path cannot be written (``-``: standard output)."""
+    from .storage import check_output
+    return check_output(path, flag, allow_stdout=True)
 
 
-def write_json(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps({"schema": SCHEMA, "records": list(records)}, indent=1,
-                              allow_nan=False))
-    tmp.replace(p)
+def write_json(path: str | Path, records: Iterable[dict[str, Any]], flag: str = "--json") -> None:
+    """The command's records as one document: atomically for a file, written through to a
+    device or FIFO, ``-`` for standard output."""
+    from .storage import write_text
+    write_text(path, json.dumps({"schema": SCHEMA, "records": list(records)}, indent=1,
+                                allow_nan=False) + "\n", flag)

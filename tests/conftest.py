@@ -28,6 +28,16 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_default_cache(tmp_path_factory):
+    """Commands run without --cache-dir use a cache of this test session, never the user's
+    (a model registered there by earlier work would change names in the tests' output)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGEPROF_CACHE_DIR", str(tmp_path_factory.mktemp("default-cache")))
+    yield
+    mp.undo()
+
+
 def cpu_flags() -> set[str]:
     """This machine's CPU feature flags as the kernel writes them (x86 'flags', aarch64
     'Features')."""

@@ -2,6 +2,7 @@
 ``edgeprof --help`` is instant."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -11,10 +12,25 @@ from .. import __version__
 from ..errors import EdgeprofError
 
 
+class _WarningLine(logging.Handler):
+    """The library's warnings (logger ``edgeprof``) as one line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+def _log_warnings() -> None:
+    logger = logging.getLogger("edgeprof")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        logger.addHandler(_WarningLine(logging.WARNING))
+        logger.propagate = False
+
+
 class _Group(click.Group):
     """Turns every expected failure into one line on stderr and a non-zero exit."""
 
     def invoke(self, ctx: click.Context):  # noqa: D401
+        _log_warnings()
         try:
             return super().invoke(ctx)
         except EdgeprofError as exc:

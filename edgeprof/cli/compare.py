@@ -25,7 +25,7 @@ def compare(base: Path, new: Path, max_latency_increase: str, max_accuracy_drop:
 
     from ..errors import InputError
     from ..report.terminal import terminal_console
-    from ..results import read_records
+    from ..results import check_writable, read_records
     from ..sweep.compare import accuracy_changes, latency_changes
     from ..units import fmt_seconds, parse_fraction
 
@@ -35,6 +35,8 @@ def compare(base: Path, new: Path, max_latency_increase: str, max_accuracy_drop:
     try:
         lat_t = parse_fraction(max_latency_increase, "--max-latency-increase")
         acc_t = parse_fraction(max_accuracy_drop, "--max-accuracy-drop")
+        if json_out:
+            check_writable(json_out, "--json")
         b, n = list(read_records(base)), list(read_records(new))
     except InputError as exc:
         raise GateInputError(str(exc))
@@ -52,10 +54,12 @@ def compare(base: Path, new: Path, max_latency_increase: str, max_accuracy_drop:
                    "significant, within threshold" if c.p_value < 0.01 else "noise")
         t.add_row(c.what, c.label, c.target, c.setting, fmt(c.base), fmt(c.new), change,
                   f"{c.p_value:.2g}", verdict)
-    console = terminal_console()
+    from ..storage import is_stdout
+    console = terminal_console(stderr=is_stdout(json_out))
     console.print(t)
     if json_out:
-        json_out.write_text(json.dumps([c.to_dict() for c in changes], indent=1))
+        from ..storage import write_text
+        write_text(json_out, json.dumps([c.to_dict() for c in changes], indent=1) + "\n", "--json")
     bad = [c for c in changes if c.regression]
     if bad:
         click.echo(f"regression: {len(bad)} of {len(changes)} comparisons "

@@ -76,7 +76,8 @@ def convert(model: str | None, to: str, torch_factory: str | None, weights: Path
         records += _to_tflite(cache, model, precision, per_channel, calib, calib_rows, data,
                               fidelity_rows, preprocess, out, not no_install, console)
     if json_out:
-        json_out.write_text(json.dumps([v.to_json() for v in records], indent=1))
+        from ..storage import write_text
+        write_text(json_out, json.dumps([v.to_json() for v in records], indent=1) + "\n", "--json")
 
 
 def _export_torch(cache, factory: str, weights: Path | None, example_shape: str | None,

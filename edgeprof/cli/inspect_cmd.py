@@ -57,7 +57,8 @@ def inspect_cmd(model: str, target: str, batch: int, json_out: Path | None,
     info["support"] = support
     print_info(info, terminal_console())
     if json_out:
-        json_out.write_text(json.dumps(info, indent=1))
+        from ..storage import write_text
+        write_text(json_out, json.dumps(info, indent=1) + "\n", "--json")
     if support.get("supported") is False:
         missing = ", ".join(f"{m['op']} (node '{m['node']}')" for m in support.get("missing", []))
         raise InputError(f"{ref.name} will not run on target '{tgt.name}': "

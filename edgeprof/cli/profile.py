@@ -39,6 +39,7 @@ import click
 @click.option("--results", type=click.Path(path_type=Path),
               help="Append records to this JSON Lines file; keys already there are skipped.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Variant cache (for id prefixes).")
+@click.option("--wait", is_flag=True, help="If another run is writing --results, wait for it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.pass_context
 def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: str,
@@ -46,20 +47,17 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
             min_runs: int, max_runs: int, warmup_max_time: str, runtime: str, op_profile: bool,
             cold_starts: int, target_names: tuple[str, ...], targets_dir: Path | None,
             accept_new_host_key: bool, affinity: str | None, seed: int,
-            json_out: Path | None, results: Path | None, cache_dir: Path | None, quiet: bool) -> None:
+            json_out: Path | None, results: Path | None, cache_dir: Path | None, wait: bool,
+            quiet: bool) -> None:
     """Measure latency (percentiles with confidence intervals), cold start and memory of MODELS
     (.onnx or .tflite). Several models or thread counts are measured in interleaved rounds."""
     from ..data import load_npz
     from ..errors import InputError
     from ..inputspec import load_spec
     from ..measure.profiler import Settings
-    from ..variants.family import resolve_models
-    from ..report.terminal import print_records, terminal_console
-    from ..results import ResultStore, check_writable, write_json
-    from ..targets import get_target
-    from ..targets.config import parse_cpus
+    from ..results import ResultStore, check_writable
     from ..units import parse_duration_s, parse_int_list, parse_shape
-    from .progress import progress_bar
+    from ..variants.family import resolve_models
 
     s = Settings(
         threads=tuple(parse_int_list(threads, "--threads", 1, 256)),
@@ -82,13 +80,31 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
     refs = resolve_models(models, cache_dir)
     ds = load_npz(data) if data else None
     spec = load_spec(preprocess) if preprocess else None
-    store = ResultStore(results)
+    store = ResultStore(results, wait=wait)
+    try:
+        _profile_into(ctx, store, s, refs, ds, spec, results, json_out, target_names, targets_dir,
+                      accept_new_host_key, affinity, quiet)
+    finally:
+        store.release()
+    store.check()
+
+
+def _profile_into(ctx, store, s, refs, ds, spec, results, json_out, target_names, targets_dir,
+                  accept_new_host_key, affinity, quiet) -> None:
+    from ..errors import InputError
+    from ..report.terminal import print_records, terminal_console
+    from ..results import write_json
+    from ..storage import is_stdout
+    from ..targets import get_target
+    from ..targets.config import parse_cpus
+    from .progress import progress_bar
+
     cpus = parse_cpus(affinity, "--affinity") if affinity else None
     names = list(dict.fromkeys(target_names or ("local",)))
     tgts = [get_target(n, targets_dir=targets_dir, accept_new_host_key=accept_new_host_key,
                        affinity=cpus) for n in names]
     threads_given = ctx.get_parameter_source("threads") is not click.core.ParameterSource.DEFAULT
-    console = terminal_console()
+    console = terminal_console(stderr=is_stdout(json_out))
     ctx.find_root().edgeprof_interrupt_note = (f"records measured so far are in {results}; rerun the "
                                    "same command to resume" if results else
                                    "nothing was saved (use --results FILE to keep records)")
@@ -97,16 +113,16 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
     for label in skipped:
         console.print(f"  skipped (already in {results}): {label}", highlight=False)
     print_records(records, console)
+    store.check()  # a full disk: say so before writing anything else
     if json_out:
         write_json(json_out, records)
     errors = [r for r in records if r["kind"] == "error"]
     if errors:
         total = len(errors) + sum(r["kind"] == "latency" for r in records)
-        if len(errors) > 1:
-            for r in errors[1:]:
-                click.echo(f"error: {r['error']}", err=True)
+        where = f" (every error is a record in {results})" if results else ""
         raise InputError(errors[0]["error"] if total == 1 else
-                         f"{len(errors)} of {total} configurations failed; first: {errors[0]['error']}")
+                         f"{len(errors)} of {total} configurations failed{where}; first: "
+                         f"{errors[0]['error']}")
 
 
 def _run_targets(tgts: list, s, threads_given: bool, refs: list, store, ds, spec,

@@ -143,7 +143,8 @@ def prune(model: str | None, sparsity: str | None, scope: str | None, torch_fact
     else:
         _print_unstructured(v, console)
     if json_out:
-        json_out.write_text(json.dumps(v.to_json(), indent=1))
+        from ..storage import write_text
+        write_text(json_out, json.dumps(v.to_json(), indent=1) + "\n", "--json")
 
 
 def _print_unstructured(v, console) -> None:

@@ -88,4 +88,5 @@ def quantize(model: str, precision: str, fmt: str, per_channel: bool, calib_meth
             cache.update(v)
     print_variant(v, reused, console, lineage=cache.lineage(v))
     if json_out:
-        json_out.write_text(json.dumps(v.to_json(), indent=1))
+        from ..storage import write_text
+        write_text(json_out, json.dumps(v.to_json(), indent=1) + "\n", "--json")

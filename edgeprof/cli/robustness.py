@@ -41,6 +41,7 @@ import click
               help="Append records to this JSON Lines file; keys already there are skipped.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the records as JSON.")
 @click.option("--cache-dir", type=click.Path(path_type=Path))
+@click.option("--wait", is_flag=True, help="If another run is writing --results, wait for it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.pass_context
 def robustness(ctx: click.Context, models: tuple[str, ...], data: Path, preprocess: Path | None,
@@ -49,7 +50,7 @@ def robustness(ctx: click.Context, models: tuple[str, ...], data: Path, preproce
                queries: int, attack_limit: int | None, pgd_steps: int, torch_factory: str | None,
                weights: Path | None, baseline: str | None, limit: int | None, batch: int,
                results: Path | None, json_out: Path | None, cache_dir: Path | None,
-               quiet: bool) -> None:
+               wait: bool, quiet: bool) -> None:
     """Robustness of MODELS (paths or variant ids) against their fp32 baseline: clean and
     corrupted accuracy, mCE, calibration (ECE, NLL, Brier) and adversarial robust accuracy."""
     from ..data import load_npz
@@ -57,6 +58,7 @@ def robustness(ctx: click.Context, models: tuple[str, ...], data: Path, preproce
     from ..report.terminal import terminal_console
     from ..results import ResultStore, check_writable, write_json
     from ..robustness import metrics as M
+    from ..storage import is_stdout
     from ..robustness.evaluate import (ATTACKS, TRANSFER, AttackConfig, RobustnessConfig,
                                        evaluate_robustness)
     from ..targets import get_target
@@ -97,9 +99,13 @@ def robustness(ctx: click.Context, models: tuple[str, ...], data: Path, preproce
         raise InputError("nothing to evaluate: --corruptions none and no --attack")
     cache = Cache(cache_dir)
     groups = _families(cache, list(models), preprocess, baseline)
-    store = ResultStore(results)
-    target = get_target(target_name, targets_dir=targets_dir,
-                        accept_new_host_key=accept_new_host_key)
+    store = ResultStore(results, wait=wait)
+    try:
+        target = get_target(target_name, targets_dir=targets_dir,
+                            accept_new_host_key=accept_new_host_key)
+    except BaseException:
+        store.release()
+        raise
     ctx.edgeprof_interrupt_note = (f"records written so far are in {results}; rerun the same "
                                    "command to resume" if results else
                                    "nothing was saved (use --results FILE to keep records)")
@@ -117,10 +123,12 @@ def robustness(ctx: click.Context, models: tuple[str, ...], data: Path, preproce
                 skipped += out.skipped
     finally:
         getattr(target, "close", lambda: None)()
-    console = terminal_console()
+        store.release()
+    console = terminal_console(stderr=is_stdout(json_out))
     for ref in skipped:
         console.print(f"  skipped (already in {results}): {ref.name}", highlight=False)
     print_robustness(records, console)
+    store.check()
     if json_out:
         write_json(json_out, records)
 

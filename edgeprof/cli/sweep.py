@@ -12,10 +12,12 @@ import click
 @click.option("--require", help="Constraints, e.g. \"accuracy_drop<=1%, peak_rss<=256MiB\".")
 @click.option("--cache-dir", type=click.Path(path_type=Path))
 @click.option("--targets-dir", type=click.Path(path_type=Path))
+@click.option("--wait", is_flag=True, help="If another sweep is writing the same report folder, "
+              "wait for it (else stop at once).")
 @click.option("-q", "--quiet", is_flag=True)
 @click.pass_context
 def sweep(ctx: click.Context, sweep_file: Path, out: Path | None, require: str | None,
-          cache_dir: Path | None, targets_dir: Path | None, quiet: bool) -> None:
+          cache_dir: Path | None, targets_dir: Path | None, wait: bool, quiet: bool) -> None:
     """Build every variant of the grid (cached), measure it on every target, evaluate accuracy
     and robustness, then write the frontier, the recommendation and the report."""
     from ..report.write import write_report
@@ -29,14 +31,19 @@ def sweep(ctx: click.Context, sweep_file: Path, out: Path | None, require: str |
     if require is not None:
         plan.require = require
     parse_requirements(plan.require)  # a typo fails now, not after the measurements
-    runner = SweepRunner(plan, Cache(cache_dir), targets_dir=targets_dir)
-    write_plan_copy(plan)
-    ctx.find_root().edgeprof_interrupt_note = (f"every record measured so far is in {runner.results_path}; "
-                                   "rerun the same command to resume")
-    with progress_bar(quiet) as prog:
-        runner.progress = prog
-        result = runner.run()
-    report = write_report(plan.out_dir, result["decision"], runner.results_path,
-                          title=f"edgeprof sweep: {plan.name}")
+    runner = SweepRunner(plan, Cache(cache_dir), targets_dir=targets_dir, wait=wait)
+    try:
+        write_plan_copy(plan)
+        ctx.find_root().edgeprof_interrupt_note = (
+            f"every record measured so far is in {runner.results_path}; rerun the same command "
+            "to resume")
+        with progress_bar(quiet) as prog:
+            runner.progress = prog
+            result = runner.run()
+        runner.store.check()
+        report = write_report(plan.out_dir, result["decision"], runner.results_path,
+                              title=f"edgeprof sweep: {plan.name}")
+    finally:
+        runner.store.release()
     from ..report.terminal import print_decision, terminal_console
     print_decision(result["decision"], result["counts"], terminal_console(), report)

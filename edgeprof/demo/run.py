@@ -36,11 +36,23 @@ def run_demo(out_dir: Path, quick: bool = False, cache_dir: Path | None = None,
              progress: Callable[[str, float], None] | None = None) -> dict[str, Any]:
     from ..report.write import write_report
 
+    from ..storage import OutputLock
+
     plan = demo_plan(out_dir, quick)
-    (out_dir / "results.jsonl").unlink(missing_ok=True)  # the demo report shows this run only
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # the demo report shows this run only: start afresh, but never under another run's feet
+    lock = OutputLock(out_dir / "results.jsonl", "report folder")
+    try:
+        (out_dir / "results.jsonl").unlink(missing_ok=True)
+    finally:
+        lock.release()
     runner = SweepRunner(plan, Cache(cache_dir), progress=progress)
-    write_plan_copy(plan)
-    result = runner.run()
-    result["report"] = write_report(out_dir, result["decision"], runner.results_path,
-                                    title="edgeprof demo: Fashion-MNIST CNN")
+    try:
+        write_plan_copy(plan)
+        result = runner.run()
+        runner.store.check()
+        result["report"] = write_report(out_dir, result["decision"], runner.results_path,
+                                        title="edgeprof demo: Fashion-MNIST CNN")
+    finally:
+        runner.store.release()
     return result

@@ -33,7 +33,7 @@ def apply_pass(cache: Cache, parent: Variant, p: Pass,
     cfg = p.config()
     tools = p.tool_versions()
     vid = variant_id(parent.id, p.name, cfg, tools)
-    found = cache.get(vid)
+    found = cache.get_verified(vid)  # a damaged entry is discarded (with a warning) and rebuilt
     if found is not None:
         return found, True
     stage = cache.staging()

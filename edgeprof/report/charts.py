@@ -25,10 +25,16 @@ def _plt():
 
 
 def _save(fig, out: Path, stem: str) -> list[str]:
+    """PNG and SVG, each written whole (a full disk leaves the old file or none, never half)."""
+    from ..storage import write_output
     plt = _plt()
-    fig.savefig(out / f"{stem}.png", dpi=110, metadata={"Software": None})
-    fig.savefig(out / f"{stem}.svg", metadata={"Date": None, "Creator": None})
-    plt.close(fig)
+    try:
+        write_output(out / f"{stem}.png",
+                     lambda f: fig.savefig(f, format="png", dpi=110, metadata={"Software": None}))
+        write_output(out / f"{stem}.svg",
+                     lambda f: fig.savefig(f, format="svg", metadata={"Date": None, "Creator": None}))
+    finally:
+        plt.close(fig)
     return [f"{stem}.png", f"{stem}.svg"]
 
 

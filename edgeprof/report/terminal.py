@@ -10,10 +10,11 @@ from rich.table import Table
 from ..units import fmt_bytes, fmt_seconds
 
 
-def terminal_console() -> Console:
-    """A console for stdout; logs and pipes get a wide page instead of rich's 80 columns."""
-    c = Console()
-    return c if c.is_terminal else Console(width=140)
+def terminal_console(stderr: bool = False) -> Console:
+    """A console for stdout (stderr when stdout carries data, e.g. ``--json -``); logs and pipes
+    get a wide page instead of rich's 80 columns."""
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(width=140, stderr=stderr)
 
 
 def cold_median(rec: dict[str, Any]) -> float | None:

@@ -9,11 +9,11 @@ import csv
 import html
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from ..results import latest_run_errors, read_records
+from ..storage import write_output, write_text
 from ..units import fmt_bytes, fmt_seconds
 from . import charts
 
@@ -52,7 +52,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         flat["accuracy_ci_low"], flat["accuracy_ci_high"] = (r.get("accuracy_ci") or [None, None])
         flat["errors"] = " | ".join(r.get("errors") or [])
         w.writerow(["" if flat.get(c) is None else flat.get(c) for c in CSV_COLUMNS])
-    path.write_text(buf.getvalue())
+    write_text(path, buf.getvalue())
 
 
 def _fidelity(r: dict[str, Any]) -> str:
@@ -242,7 +242,7 @@ def write_report(out: Path, dec: dict[str, Any], results_path: Path, title: str)
     out.mkdir(parents=True, exist_ok=True)
     records = list(read_records(results_path))
     if results_path.resolve() != (out / "results.jsonl").resolve():
-        shutil.copyfile(results_path, out / "results.jsonl")
+        write_output(out / "results.jsonl", lambda f: f.write(results_path.read_bytes()))
     labels = {r["variant_id"]: r["label"] for r in dec["rows"]}
     images: list[str] = []
     images += charts.latency_vs_accuracy(dec["rows"], out)
@@ -254,7 +254,7 @@ def write_report(out: Path, dec: dict[str, Any], results_path: Path, title: str)
     images += charts.op_profile_bars(records, out)
     images += charts.board_state(records, out)
     write_csv(out / "results.csv", dec["rows"])
-    (out / "decision.json").write_text(json.dumps(dec, indent=1, sort_keys=True, default=str))
-    (out / "summary.md").write_text(summary_md(title, dec, records, images))
-    (out / "index.html").write_text(index_html(title, dec, records, out, images))
+    write_text(out / "decision.json", json.dumps(dec, indent=1, sort_keys=True, default=str))
+    write_text(out / "summary.md", summary_md(title, dec, records, images))
+    write_text(out / "index.html", index_html(title, dec, records, out, images))
     return out / "index.html"

@@ -32,15 +32,20 @@ PHASES = {"build": (0.0, 0.25), "latency": (0.25, 0.6), "accuracy": (0.6, 0.7),
 
 class SweepRunner:
     def __init__(self, plan: Plan, cache: Cache, progress: Progress | None = None,
-                 targets_dir: Path | None = None):
+                 targets_dir: Path | None = None, wait: bool = False):
         self.plan, self.cache = plan, cache
         self.progress = progress or (lambda d, f: None)
         self.targets_dir = targets_dir
-        plan.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            plan.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EdgeprofError(f"report folder {plan.out_dir}: cannot create: "
+                                f"{exc.strerror or exc}") from None
         self.results_path = plan.out_dir / "results.jsonl"
         # every record of this run carries its run_id: the report lists the errors of the
         # latest run only (a rerun retries every failed cell, so older errors are history)
-        self.store = ResultStore(self.results_path, stamp={"run_id": uuid.uuid4().hex[:12]})
+        self.store = ResultStore(self.results_path, stamp={"run_id": uuid.uuid4().hex[:12]},
+                                 wait=wait, flag="report folder")
         self.counts = {"variants": 0, "passes_run": 0, "latency": 0, "accuracy": 0, "robustness": 0,
                        "errors": 0, "skipped": 0}
 
@@ -203,13 +208,19 @@ class SweepRunner:
         with scratch_dir() as tmp:
             scratch = Path(tmp)
             builder = Builder(self.cache, self.plan, root, calib, evaluation, finetune, scratch)
+            # a full disk stops the sweep at the end of the phase it happened in (what was
+            # measured is spilled, see ResultStore), not hours later
             variants = self.build(builder)
+            self.store.check()
             if self.plan.latency and variants:
                 self.latency(variants, evaluation)
+                self.store.check()
             if self.plan.accuracy and evaluation is not None and variants:
                 self.accuracy(variants, evaluation, scratch)
+                self.store.check()
             if evaluation is not None and variants:
                 self.robustness(variants, evaluation, scratch)
+                self.store.check()
         self._phase("decide", "frontier and recommendation", 0.0)
         from .decide import decide
         decision = decide(list(read_records(self.results_path)), self.plan, root.id,

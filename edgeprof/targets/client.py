@@ -93,9 +93,9 @@ def _death_reason(transport: Transport) -> str:
             name = signal.Signals(-rc).name
         except ValueError:
             name = f"signal {-rc}"
-        why = f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+        why = f"was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
     elif rc == 137:
-        why = "killed (exit 137: out of memory?)"
+        why = "was killed (exit 137: out of memory?)"
     elif rc is not None:
         why = f"exited with status {rc}"
     else:

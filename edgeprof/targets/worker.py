@@ -29,6 +29,7 @@ import glob  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -480,6 +481,17 @@ def _ort_version():
     return getattr(mod, "__version__", "")
 
 
+def _litert_load_message(exc):
+    text = str(exc)
+    if "Flex" in text or "Select TensorFlow op" in text:
+        ops = sorted(set(re.findall(r"'(Flex\w+)'|\b(Flex[A-Z]\w+)", text)))
+        names = ", ".join(sorted({a or b for a, b in ops}))
+        return ("the conversion produced TensorFlow (Flex) operators%s that the TFLite runtime "
+                "cannot run; convert without them or pick an ONNX variant"
+                % (" (" + names + ")" if names else ""))
+    return "the TFLite runtime cannot load this model: " + one_line(exc)
+
+
 class LiteRtRuntime:
     name = "litert"
 
@@ -502,7 +514,7 @@ class LiteRtRuntime:
             self.interp = Interpreter(model_path=path, num_threads=int(threads))
             self.interp.allocate_tensors()
         except Exception as exc:
-            raise WorkerFault("the TFLite runtime cannot load this model: " + one_line(exc))
+            raise WorkerFault(_litert_load_message(exc))
         self._describe()
         self.io_timed_apart = True
         self.resizable = True

@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
+import time
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -21,6 +23,28 @@ from ..errors import InputError
 from ..models import ModelRef, open_model
 
 SCHEMA = "edgeprof.variant/1"
+#: model files up to this size are hashed every time they are reused (about 0.2 s at 256 MiB);
+#: larger ones are checked by size, and by hash with EDGEPROF_VERIFY=1 or `variants --verify`
+HASH_ALWAYS_BYTES = 256 * 1024 * 1024
+log = logging.getLogger("edgeprof")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cache_root(flag: str | Path | None = None) -> Path:
@@ -63,6 +87,8 @@ class Variant:
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     created_utc: str = ""
+    model_sha256: str = ""            # of the model file as built: reuse verifies it
+    model_bytes: int | None = None
     dir: Path | None = None
 
     @property
@@ -91,9 +117,11 @@ class Variant:
 
 
 class Cache:
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, verify: bool | None = None):
         self.root = cache_root(root)
         self.variants_dir = self.root / "variants"
+        self.verify = (os.environ.get("EDGEPROF_VERIFY") == "1") if verify is None else verify
+        self._checked: set[str] = set()  # entries verified in this process
 
     def _ensure(self) -> None:
         try:
@@ -111,6 +139,64 @@ class Cache:
             return Variant.from_json(json.loads(meta.read_text()), d)
         except (ValueError, TypeError) as exc:
             raise InputError(f"{meta}: unreadable variant record ({exc})")
+
+    # -- integrity ---------------------------------------------------------------------------
+    def damage(self, v: Variant, full: bool | None = None) -> str | None:
+        """Why a cached entry cannot be trusted (None when it can): its model file missing, of
+        another size, or (for files up to 256 MiB, or ``full``) of another sha256 than when it
+        was built. A root's expected sha256 is its id. Entries from before sizes were recorded
+        are checked by hash where one is known (roots)."""
+        path = v.path
+        want = v.model_sha256 or (v.id if v.pass_name == "root" else "")
+        if not path.is_file():
+            return f"its model file {path.name} is missing"
+        size = path.stat().st_size
+        if v.model_bytes is not None and size != v.model_bytes:
+            return f"its model file is {size} bytes, {v.model_bytes} when it was built"
+        full = self.verify if full is None else full
+        if want and (full or size <= HASH_ALWAYS_BYTES) and v.id not in self._checked:
+            if file_sha256(path) != want:
+                return "its model file's sha256 differs from the one recorded when it was built"
+            self._checked.add(v.id)
+        return None
+
+    def discard(self, v: Variant, why: str) -> None:
+        """Set a damaged entry aside (renamed, then removed) so it can be built again."""
+        log.warning("cached variant %s (%s) is damaged: %s; rebuilding it", v.short_id, v.label, why)
+        assert v.dir is not None
+        trash = self.variants_dir / f".damaged-{v.id}-{os.getpid()}"
+        try:
+            os.rename(v.dir, trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def get_verified(self, vid: str) -> Variant | None:
+        """A cached variant fit for reuse; a damaged one is discarded (None: build it again)."""
+        v = self.get(vid)
+        if v is None:
+            return None
+        why = self.damage(v)
+        if why is None:
+            return v
+        self.discard(v, why)
+        return None
+
+    def checked(self, v: Variant) -> Variant:
+        """Refuse to hand out a damaged entry (for commands that cannot rebuild it)."""
+        why = self.damage(v)
+        if why is None:
+            return v
+        if v.pass_name == "root" and v.source and Path(v.source).is_file():
+            ref = open_model(v.source)
+            if ref.sha256 == v.id:  # the original file is still there: copy it in again
+                log.warning("cached root %s (%s) was damaged (%s); copied again from %s",
+                            v.short_id, v.label, why, v.source)
+                shutil.copyfile(ref.path, v.path)
+                self._checked.add(v.id)
+                return v
+        raise InputError(f"cached variant {v.short_id} ({v.label}) is damaged: {why}; rerun the "
+                         f"command that built it (it rebuilds damaged entries) or remove {v.dir}")
 
     def all(self) -> list[Variant]:
         if not self.variants_dir.is_dir():
@@ -138,7 +224,7 @@ class Cache:
         v = self.get(hits[0])
         if v is None:
             raise InputError(f"variant {prefix} in {self.root} has no variant.json")
-        return v
+        return self.checked(v)
 
     def resolve(self, arg: str | Path) -> tuple[ModelRef, Variant | None]:
         """MODEL arguments accept a path or an id prefix. A file inside the cache, or a file
@@ -151,6 +237,8 @@ class Cache:
                 v = self.get(rel.parts[0])
             except ValueError:
                 pass
+            if v is not None:
+                v = self.checked(v)
             ref = open_model(p)
             v = v or self.get(ref.sha256)
             return (open_model(p, v.id, v.label, v.root, v.input_spec) if v else ref), v
@@ -180,6 +268,9 @@ class Cache:
         """Move a fully written staging folder into place (atomic rename)."""
         variant.created_utc = variant.created_utc or _dt.datetime.now(_dt.timezone.utc).isoformat(
             timespec="seconds")
+        model = staging / variant.model_file
+        variant.model_sha256 = file_sha256(model)
+        variant.model_bytes = model.stat().st_size
         (staging / "variant.json").write_text(json.dumps(variant.to_json(), indent=1))
         final = self.variants_dir / variant.id
         try:
@@ -201,13 +292,37 @@ class Cache:
         tmp.replace(meta)
 
     def staging(self) -> Path:
+        """A build folder named with its owner's pid; folders of builds whose process is gone
+        (killed mid-build) are removed first."""
         self._ensure()
-        return Path(tempfile.mkdtemp(prefix=".staging-", dir=self.variants_dir))
+        self.remove_orphans()
+        return Path(tempfile.mkdtemp(prefix=f".staging-{os.getpid()}-", dir=self.variants_dir))
+
+    def remove_orphans(self) -> list[Path]:
+        removed = []
+        for d in self.variants_dir.glob(".staging-*"):
+            owner = d.name.split("-")[1] if d.name.count("-") >= 2 else ""
+            if owner.isdigit():
+                gone = not _pid_alive(int(owner))
+            else:  # from before staging folders carried a pid: gone after a day
+                try:
+                    gone = time.time() - d.stat().st_mtime > 86400
+                except OSError:
+                    continue
+            if gone:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+        return removed
 
     def register_root(self, ref: ModelRef, input_spec: dict[str, Any] | None = None,
                       source: str | None = None) -> Variant:
         """A model file enters the cache as a root variant (id = sha256 of its bytes)."""
         existing = self.get(ref.sha256)
+        why = self.damage(existing) if existing is not None else None
+        if existing is not None and why is not None:
+            log.warning("cached root %s (%s) was damaged (%s); copied again from %s",
+                        existing.short_id, existing.label, why, ref.path)
+            shutil.copyfile(ref.path, existing.path)
         if existing is not None:
             if input_spec is not None and existing.input_spec != input_spec:
                 if self.children(existing.id):

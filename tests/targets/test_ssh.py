@@ -209,7 +209,7 @@ def test_killed_mid_run_keeps_the_rest_and_resumes(board, models_dir, tmp_path, 
         r for r in read_records(res) if r["kind"] == "error")
     assert err["kind"] == "error" and "\n" not in err["error"]
     if what == "worker":
-        assert "killed by SIGKILL" in err["error"] and kinds["cnn.onnx"]["kind"] == "latency"
+        assert "was killed by SIGKILL" in err["error"] and kinds["cnn.onnx"]["kind"] == "latency"
     else:
         assert "lost" in err["error"] or "closed" in err["error"]
     measured = {r["model"]["name"] for r in read_records(res) if r["kind"] == "latency"}
