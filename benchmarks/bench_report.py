@@ -9,8 +9,8 @@ from pathlib import Path
 from edgeprof.demo.run import run_demo
 from edgeprof.report.write import write_report
 from edgeprof.results import read_records
-from edgeprof.sweep.decide import decide
-from edgeprof.sweep.plan import load_plan
+from edgeprof.sweeps.decide import decide
+from edgeprof.sweeps.plan import load_plan
 
 
 def _render(results: Path, out: Path) -> tuple[float, int, int]:

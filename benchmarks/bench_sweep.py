@@ -13,7 +13,7 @@ import numpy as np
 from edgeprof.data import load_npz
 from edgeprof.demo.run import demo_plan
 from edgeprof.results import read_records
-from edgeprof.sweep.runner import SweepRunner
+from edgeprof.sweeps.runner import SweepRunner
 from edgeprof.targets import worker as W
 from edgeprof.variants.cache import Cache
 from edgeprof.variants.family import spec_for_worker

@@ -25,6 +25,13 @@ def _names(text: str | None) -> list[str]:
               help="Evaluation data for fidelity (default: the calibration data).")
 @click.option("--fidelity-rows", default=500, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--preprocess", type=click.Path(path_type=Path), help="InputSpec TOML of the root model.")
+@click.option("--types", default="S8S8", show_default=True,
+              type=click.Choice(["S8S8", "U8S8", "U8U8"], case_sensitive=False),
+              help="int8-static activation/weight types.")
+@click.option("--reduce-range", is_flag=True,
+              help="7-bit weights: avoids u8s8 saturation on x86 CPUs without VNNI.")
+@click.option("--weight-type", type=click.Choice(["uint8", "int8"]), default="uint8",
+              show_default=True, help="int8-dynamic weight type.")
 @click.option("--exclude-nodes", help="Keep these nodes in float (comma-separated names).")
 @click.option("--exclude-ops", help="Keep these operator types in float, e.g. Gemm.")
 @click.option("--sensitivity", is_flag=True, help="Rank layers by the error their quantization adds.")
@@ -33,7 +40,8 @@ def _names(text: str | None) -> list[str]:
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the variant record.")
 def quantize(model: str, precision: str, fmt: str, per_channel: bool, calib_method: str,
              calib: Path | None, calib_rows: int, data: Path | None, fidelity_rows: int,
-             preprocess: Path | None, exclude_nodes: str | None, exclude_ops: str | None,
+             preprocess: Path | None, types: str, reduce_range: bool, weight_type: str,
+             exclude_nodes: str | None, exclude_ops: str | None,
              sensitivity: bool, sensitivity_rows: int, cache_dir: Path | None,
              json_out: Path | None) -> None:
     """Quantize MODEL (an .onnx path or a variant id) into a cached variant."""
@@ -66,7 +74,8 @@ def quantize(model: str, precision: str, fmt: str, per_channel: bool, calib_meth
     p = QuantizePass(precision=precision, per_channel=per_channel, format=fmt,
                      calib_method=calib_method, calib=calib_ds, calib_rows=calib_rows,
                      spec=spec_for_worker(root.input_spec, raw_dtype),
-                     exclude_nodes=_names(exclude_nodes), exclude_ops=_names(exclude_ops))
+                     exclude_nodes=_names(exclude_nodes), exclude_ops=_names(exclude_ops),
+                     types=types, reduce_range=reduce_range, dynamic_weight_type=weight_type)
     console = terminal_console()
     with tempfile.TemporaryDirectory(prefix="edgeprof-q-") as scratch:
         fidelity = None

@@ -19,8 +19,8 @@ def report(results: Path, out: Path | None, require: str | None, baseline: str |
     from ..errors import InputError
     from ..report.write import write_report
     from ..results import read_records
-    from ..sweep.decide import decide
-    from ..sweep.plan import load_plan
+    from ..sweeps.decide import decide
+    from ..sweeps.plan import load_plan
 
     records = list(read_records(results))
     if not records:

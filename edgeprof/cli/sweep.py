@@ -21,9 +21,9 @@ def sweep(ctx: click.Context, sweep_file: Path, out: Path | None, require: str |
     """Build every variant of the grid (cached), measure it on every target, evaluate accuracy
     and robustness, then write the frontier, the recommendation and the report."""
     from ..report.write import write_report
-    from ..sweep.plan import load_plan, write_plan_copy
-    from ..sweep.recommend import parse_requirements
-    from ..sweep.runner import SweepRunner
+    from ..sweeps.plan import load_plan, write_plan_copy
+    from ..sweeps.recommend import parse_requirements
+    from ..sweeps.runner import SweepRunner
     from ..variants.cache import Cache
     from .progress import progress_bar
 

@@ -44,11 +44,11 @@ def _fmt_gib(n: int | None) -> str:
               help="First contact: record the board's host key in its known_hosts file "
                    "(a changed key is still refused).")
 def check_cmd(name: str, targets_dir: Path | None, accept_new_host_key: bool) -> None:
-    """Connect to NAME and report what it is (architecture, CPU, memory, OS, Python, numpy and
-    runtime versions, governor, temperature, throttling) and what it lacks; exit 1 when it
-    cannot profile."""
+    """Connect to NAME and report what it is (architecture, CPU and its features, memory, OS,
+    Python, numpy and runtime versions, governor, temperature, throttling) and what it lacks;
+    exit 1 when it cannot profile."""
     from ..errors import WorkerError
-    from ..targets import check_target, get_target
+    from ..targets import check_target, describe_cpu_features, get_target
 
     tgt = get_target(name, targets_dir=targets_dir, accept_new_host_key=accept_new_host_key)
     try:
@@ -74,6 +74,7 @@ def check_cmd(name: str, targets_dir: Path | None, accept_new_host_key: bool) ->
         row("architecture", env.get("machine"))
         row("cpu", f"{env.get('cpu_model') or 'unavailable'} ({env.get('cores')} cores"
             + (f", affinity {','.join(map(str, aff))}" if aff else "") + ")")
+        row("cpu features", describe_cpu_features(env.get("cpu_features")))
         row("memory", _fmt_gib(env.get("mem_total_bytes")))
         row("os", env.get("os"))
         row("python", f"{env.get('python')} ({rep['python_path']})")

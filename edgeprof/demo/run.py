@@ -12,8 +12,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
-from ..sweep.plan import Plan, load_plan, write_plan_copy
-from ..sweep.runner import SweepRunner
+from ..sweeps.plan import Plan, load_plan, write_plan_copy
+from ..sweeps.runner import SweepRunner
 from ..variants.cache import Cache
 from . import DATA_DIR
 

@@ -15,6 +15,9 @@ from ..variants.cache import Variant
 PRECISIONS = ("int8-static", "int8-dynamic", "fp16")
 FORMATS = ("qdq", "qoperator")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+#: activation/weight integer types: S8S8 (edgeprof's default), U8S8 (onnxruntime's x86 default
+#: for QDQ; its u8s8 kernels can saturate on x86 without VNNI: see reduce_range), U8U8
+TYPES = {"S8S8": ("int8", "int8"), "U8S8": ("uint8", "int8"), "U8U8": ("uint8", "uint8")}
 QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
              "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QGemm"}
 DYNAMIC_SLOW_NOTE = (
@@ -135,6 +138,9 @@ class QuantizePass:
     spec: dict[str, Any] | None = None          # worker spec for the calibration data
     exclude_nodes: list[str] = field(default_factory=list)
     exclude_ops: list[str] = field(default_factory=list)
+    types: str = "S8S8"                          # int8-static: activation/weight types
+    reduce_range: bool = False                   # 7-bit weights: no u8s8 saturation without VNNI
+    dynamic_weight_type: str = "uint8"           # int8-dynamic weights
     name: str = "quantize"
     out_format: str = "onnx"
 
@@ -151,18 +157,27 @@ class QuantizePass:
             raise InputError("int8-static needs calibration data: --calib DATA (train split)")
         if not 1 <= self.calib_rows <= 100_000:
             raise InputError(f"--calib-rows {self.calib_rows} is out of range (1 to 100000)")
+        self.types = str(self.types).upper()
+        if self.types not in TYPES:
+            raise InputError(f"--types {self.types!r} must be one of {', '.join(TYPES)} "
+                             "(activations then weights; onnxruntime has no S8U8 kernels)")
+        if self.dynamic_weight_type not in ("uint8", "int8"):
+            raise InputError(f"--weight-type {self.dynamic_weight_type!r} must be uint8 or int8")
 
     def config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {"precision": self.precision}
         if self.precision == "int8-static":
+            act, wt = TYPES[self.types]
             cfg.update(per_channel=self.per_channel, format=self.format,
                        calib_method=self.calib_method, calib_sha256=self.calib.sha256,
                        calib_rows=min(self.calib_rows, self.calib.n), spec=self.spec,
-                       activation_type="int8", weight_type="int8")
+                       activation_type=act, weight_type=wt)
         elif self.precision == "int8-dynamic":
-            cfg.update(per_channel=self.per_channel, weight_type="uint8")
+            cfg.update(per_channel=self.per_channel, weight_type=self.dynamic_weight_type)
         else:
             cfg.update(keep_io_types=True)
+        if self.reduce_range and self.precision != "fp16":
+            cfg["reduce_range"] = True  # only when set: ids of earlier variants stay valid
         if self.exclude_nodes:
             cfg["exclude_nodes"] = sorted(self.exclude_nodes)
         if self.exclude_ops:
@@ -176,10 +191,14 @@ class QuantizePass:
         if self.precision == "int8-static":
             s = f"int8-static {self.format} {'per-channel' if self.per_channel else 'per-tensor'}"
             s += f" {self.calib_method}" if self.calib_method != "minmax" else ""
+            s += f" {self.types}" if self.types != "S8S8" else ""
         elif self.precision == "int8-dynamic":
             s = "int8-dynamic" + (" per-channel" if self.per_channel else "")
+            s += " s8-weights" if self.dynamic_weight_type == "int8" else ""
         else:
             s = "fp16"
+        if self.reduce_range and self.precision != "fp16":
+            s += " reduce-range"
         if self.exclude_nodes or self.exclude_ops:
             s += " mixed"
         return s
@@ -224,17 +243,21 @@ class QuantizePass:
             if facts["convs"]:
                 notes.append(DYNAMIC_SLOW_NOTE)
             quantize_dynamic(str(src), str(out_path), per_channel=self.per_channel,
-                             weight_type=QuantType.QUInt8, nodes_to_exclude=excluded or None)
+                             reduce_range=self.reduce_range,
+                             weight_type=QuantType.QUInt8 if self.dynamic_weight_type == "uint8"
+                             else QuantType.QInt8, nodes_to_exclude=excluded or None)
         else:
             feeds = calibration_batches(parent.path, self.calib, self.spec, self.calib_rows,
                                         equal=self.calib_method != "minmax")
+            qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
             method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                       "percentile": CalibrationMethod.Percentile}[self.calib_method]
             quantize_static(
                 str(src), str(out_path), _Reader(feeds),
                 quant_format=QuantFormat.QDQ if self.format == "qdq" else QuantFormat.QOperator,
-                per_channel=self.per_channel, activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8, calibrate_method=method,
+                per_channel=self.per_channel, reduce_range=self.reduce_range,
+                activation_type=qtype[TYPES[self.types][0]],
+                weight_type=qtype[TYPES[self.types][1]], calibrate_method=method,
                 nodes_to_exclude=excluded or None,
                 calibration_providers=["CPUExecutionProvider"])
         pre.unlink(missing_ok=True)

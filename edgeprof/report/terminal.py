@@ -196,6 +196,10 @@ def print_decision(dec: dict[str, Any], counts: dict[str, int], console: Console
                           highlight=False)
         for reason in rec.get("reasons", []):
             console.print(f"  - {reason}", highlight=False)
+    names = {r["variant_id"]: r["label"] for r in dec["rows"]}
+    for d in dec.get("diagnoses") or []:
+        console.print(f"[yellow]int8[/] {names.get(d['variant_id'], d['variant_id'][:12])} "
+                      f"@{d['target']}: {d['message']}; try: {d['try_next']}", highlight=False)
     console.print("  " + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
     if report is not None:
         console.print(f"report: {report}", highlight=False)

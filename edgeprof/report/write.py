@@ -126,6 +126,15 @@ def _rows_md(rows: list[dict[str, Any]]) -> list[str]:
     return out + [""]
 
 
+def _features(env: dict[str, Any]) -> str:
+    """``, features avx2 f16c fma (...)`` after the CPU model; empty for records written before
+    the worker recorded ``cpu_features``."""
+    if "cpu_features" not in env:
+        return ""
+    from ..targets import describe_cpu_features
+    return ", features " + describe_cpu_features(env["cpu_features"])
+
+
 def summary_md(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
                images: list[str]) -> str:
     envs, warnings, errors = _collect(records)
@@ -136,14 +145,23 @@ def summary_md(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
         if img.endswith(".png"):
             lines += [f"![{img}]({img})", ""]
     for t, env in sorted(envs.items()):
-        lines.append(f"- target `{t}`: {env.get('cpu_model') or 'unknown CPU'}, {env.get('cores')} "
-                     f"cores, {env.get('os')}, Python {env.get('python')}; unavailable: "
-                     f"{', '.join(env.get('unavailable') or []) or 'nothing'}")
+        lines.append(f"- target `{t}`: {env.get('cpu_model') or 'unknown CPU'}{_features(env)}, "
+                     f"{env.get('cores')} cores, {env.get('os')}, Python {env.get('python')}; "
+                     f"unavailable: {', '.join(env.get('unavailable') or []) or 'nothing'}")
+    diags = dec.get("diagnoses") or []
+    if diags:
+        lines += ["", "## Why int8 is slower or less accurate here", ""]
+        lines += [f"- `{d['code']}` ({labels_of(dec).get(d['variant_id'], d['variant_id'][:12])} "
+                  f"@{d['target']}): {d['message']}. Try: {d['try_next']}." for d in diags]
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w[0]}: {w[1]}" for w in warnings]
     if errors:
         lines += ["", "## Errors", ""] + [f"- {e}" for e in errors]
     return "\n".join(lines) + "\n"
+
+
+def labels_of(dec: dict[str, Any]) -> dict[str, str]:
+    return {r["variant_id"]: r["label"] for r in dec.get("rows", [])}
 
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
@@ -210,6 +228,19 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
         "op_profile": "Per-operator time of the fastest and slowest variants (profiler on).",
         "board_state": "Temperature and frequency over the run (where the target exposes them).",
     }
+    diags = dec.get("diagnoses") or []
+    if diags:
+        h.append("<h2>Why int8 is slower or less accurate here</h2><p class=muted>Int8 variants "
+                 "slower than their fp32 root beyond both CIs, or agreeing with it on fewer than "
+                 "98 % of top-1 classes, with the target's CPU features and the graph onnxruntime "
+                 "runs.</p><table><tr><th>variant</th><th>target</th><th>diagnosis</th>"
+                 "<th>what happened</th><th>try next</th></tr>")
+        names = labels_of(dec)
+        for d in diags:
+            h.append("<tr>" + "".join(f"<td class=l>{_e(c)}</td>" for c in (
+                names.get(d["variant_id"], d["variant_id"][:12]), d["target"], d["code"],
+                d["message"], d["try_next"])) + "</tr>")
+        h.append("</table>")
     h.append("<h2>Plots</h2>")
     for img in images:
         if not img.endswith(".png"):
@@ -222,7 +253,8 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
     h.append("<h2>Targets</h2><ul>")
     for t, env in sorted(envs.items()):
         v = env.get("versions") or {}
-        h.append(f"<li><b>{_e(t)}</b>: {_e(env.get('cpu_model') or 'unknown CPU')}, "
+        h.append(f"<li><b>{_e(t)}</b>: {_e(env.get('cpu_model') or 'unknown CPU')}"
+                 f"{_e(_features(env))}, "
                  f"{_e(env.get('cores'))} cores, {_e(env.get('os'))}, Python {_e(env.get('python'))}, "
                  f"numpy {_e(v.get('numpy'))}, onnxruntime {_e(v.get('onnxruntime'))}, LiteRT "
                  f"{_e(v.get('ai_edge_litert'))}; unavailable: "

@@ -93,6 +93,23 @@ class LockedStore:
 # `edgeprof targets check`: what a board is, and what it lacks
 # --------------------------------------------------------------------------------------------
 
+def describe_cpu_features(cf: dict[str, Any] | None) -> str:
+    """One line for ``env["cpu_features"]``: the flags that matter for int8/fp16, then what they
+    mean, e.g. ``avx2 f16c fma (no int8 dot product: int8 may be slower than fp32)``."""
+    if not cf:
+        return "unavailable"
+    flags = " ".join(cf.get("flags") or []) or "none of avx2/avx512/vnni/amx/asimd/neon"
+    facts = []
+    if cf.get("int8_dot") is True:
+        facts.append("int8 dot product")
+    elif cf.get("int8_dot") is False:
+        facts.append("no int8 dot product: int8 may be slower than fp32")
+    if cf.get("fp16_arith"):
+        facts.append("fp16 arithmetic")
+    facts += [n for n in cf.get("notes") or [] if not n.startswith("no int8 dot product")]
+    return flags + (f" ({'; '.join(facts)})" if facts else "")
+
+
 def _install(python: str, package: str) -> str:
     return f"{python} -m pip install {package}"
 

@@ -133,6 +133,73 @@ def cpu_model(root="/"):
     return dt.rstrip("\x00") if dt else None
 
 
+# The CPU flags that decide how fast int8 and fp16 run, spelled as the kernel writes them in
+# /proc/cpuinfo (x86 ``flags``; Arm ``Features``, both 64-bit and 32-bit kernels).
+X86_FEATURES = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "f16c", "fma")
+ARM_FEATURES = ("neon", "asimd", "asimddp", "i8mm", "sve", "sve2", "bf16", "fphp", "asimdhp")
+_X86_INT8_DOT = ("avx512_vnni", "avx_vnni", "amx_int8")
+# Feature words only a 32-bit Arm kernel (or the compat view of a 32-bit process) writes
+_ARM32_WORDS = ("neon", "vfp", "vfpv3", "vfpv4", "half", "thumb", "edsp", "fastmult")
+
+
+def cpu_features(root="/"):
+    """The CPU's ISA features from /proc/cpuinfo: ``{"arch", "flags", "int8_dot", "fp16_arith",
+    "notes"}``; None when /proc/cpuinfo cannot be read.
+
+    ``flags`` are those of X86_FEATURES / ARM_FEATURES present on every CPU, sorted, as the kernel
+    writes them. ``int8_dot``: an int8 dot-product instruction (x86 avx512_vnni, avx_vnni or
+    amx_int8; Arm asimddp). ``fp16_arith``: fp16 arithmetic (x86 avx512_fp16; Arm fphp or
+    asimdhp). Both are None when cpuinfo has no flags/Features line to decide from."""
+    text = read_text(_p(root, "/proc/cpuinfo"))
+    if text is None:
+        return None
+    x86 = arm = None  # the words present on every CPU (intersection over processors)
+    cpu_arch = None
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        key, value = line.split(":", 1)
+        key = key.strip()
+        words = set(value.split())
+        if key == "flags":
+            x86 = words if x86 is None else x86 & words
+        elif key == "Features":
+            arm = words if arm is None else arm & words
+        elif key == "CPU architecture" and cpu_arch is None:
+            cpu_arch = value.strip()
+    notes = []
+    if x86 is not None:
+        arch = "x86_64" if "lm" in x86 else "x86"
+        flags = sorted(f for f in X86_FEATURES if f in x86)
+        int8_dot = any(f in x86 for f in _X86_INT8_DOT)
+        fp16 = "avx512_fp16" in x86
+        if "hypervisor" in x86:
+            notes.append("virtual machine: the hypervisor may hide features the host CPU has")
+    elif arm is not None:
+        if any(w in arm for w in _ARM32_WORDS):
+            arch = "arm"
+        elif "asimd" in arm or "fp" in arm or (cpu_arch or "").startswith("8"):
+            arch = "aarch64"
+        else:
+            arch = "arm"
+        flags = sorted(f for f in ARM_FEATURES if f in arm)
+        int8_dot = "asimddp" in arm
+        fp16 = "fphp" in arm or "asimdhp" in arm
+        if arch == "arm":
+            notes.append("32-bit Arm: armv7 feature names, neon rather than asimd")
+    else:
+        arch = platform.machine() if root in ("", "/") else None
+        if (cpu_arch or "").startswith("8"):
+            arch = "aarch64"
+        flags, int8_dot, fp16 = [], None, None
+        notes.append("/proc/cpuinfo has no flags or Features line")
+    if int8_dot is False:
+        notes.append("no int8 dot product: int8 may be slower than fp32")
+    return {"arch": arch, "flags": flags, "int8_dot": int8_dot, "fp16_arith": fp16,
+            "notes": notes}
+
+
 def _cpu_dirs(root):
     dirs = glob.glob(_p(root, "/sys/devices/system/cpu/cpu[0-9]*"))
     return sorted(dirs, key=lambda d: int(os.path.basename(d)[3:]))
@@ -238,6 +305,7 @@ def static_env(root="/"):
     governors = sorted({v["governor"] for v in freq.values() if v["governor"]})
     env = {
         "cpu_model": cpu_model(root),
+        "cpu_features": cpu_features(root),
         "machine": platform.machine(),
         "cores": os.cpu_count(),
         "affinity": affinity,
@@ -252,7 +320,8 @@ def static_env(root="/"):
     }
     snap = snapshot(root)
     env["unavailable"] = sorted(
-        [k for k in ("cpu_model", "governors", "max_hz", "mem_total_bytes") if env[k] is None]
+        [k for k in ("cpu_model", "cpu_features", "governors", "max_hz", "mem_total_bytes")
+         if env[k] is None]
         + [k for k in ("cur_hz", "temp_c", "throttled") if snap[k] is None])
     env["snapshot"] = snap
     return env

@@ -5,7 +5,7 @@ loses no finished measurement, and a rerun measures only what is missing.
 
 The measuring side's faults (SIGINT, SIGKILL, a board's sshd killed, out of memory, a worker's
 SIGSEGV) are kept from regressing by tests/targets/test_worker.py, tests/targets/test_ssh.py and
-tests/sweep/test_sweep.py."""
+tests/sweeps/test_sweep.py."""
 from __future__ import annotations
 
 import json

@@ -254,3 +254,19 @@ def test_equal_batches():
     from edgeprof.passes.quantize import equal_batch
     assert equal_batch(200, 16) == 10 and equal_batch(64, 16) == 16
     assert equal_batch(7, 16) == 7 and equal_batch(13, 4) == 1
+
+
+def test_reduce_range_and_types_are_knobs_in_the_id_only_when_set(mobilenet, tmp_path):
+    base = [str(mobilenet / "mn.onnx"), "--precision", "int8-static", "--calib",
+            str(mobilenet / "calib.npz")]
+    plain = _record(tmp_path / "c", base, tmp_path)
+    assert "reduce_range" not in plain["config"]          # ids of earlier variants stay valid
+    assert (plain["config"]["activation_type"], plain["config"]["weight_type"]) == ("int8", "int8")
+    rr = _record(tmp_path / "c", base + ["--reduce-range"], tmp_path)
+    uu = _record(tmp_path / "c", base + ["--types", "u8u8"], tmp_path)
+    assert rr["config"]["reduce_range"] is True and rr["label"].endswith("reduce-range")
+    assert (uu["config"]["activation_type"], uu["config"]["weight_type"]) == ("uint8", "uint8")
+    assert len({plain["id"], rr["id"], uu["id"]}) == 3 and "U8U8" in uu["label"]
+    dyn = _record(tmp_path / "c", [str(mobilenet / "mn.onnx"), "--precision", "int8-dynamic",
+                                   "--weight-type", "int8"], tmp_path)
+    assert dyn["config"]["weight_type"] == "int8"

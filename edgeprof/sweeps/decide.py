@@ -12,12 +12,29 @@ from .rows import add_drops, build_rows
 def decide(records: list[dict[str, Any]], plan: Any, baseline_id: str | None,
            variant_ids: set[str] | None = None, threads: int | None = None,
            batch: int | None = None) -> dict[str, Any]:
+    """Decisions for a sweep: its plan gives the batch, objectives, constraints and targets."""
+    return decide_records(
+        records, objectives=getattr(plan, "objectives", None) or None,
+        require=getattr(plan, "require", None), baseline_id=baseline_id,
+        variant_ids=variant_ids, threads=threads,
+        batch=batch if batch is not None else (min(plan.batches) if getattr(plan, "batches", None)
+                                               else 1),
+        targets=getattr(plan, "targets", None))
+
+
+def decide_records(records: list[dict[str, Any]], *, objectives: Any = None,
+                   require: str | None = None, baseline_id: str | None = None,
+                   variant_ids: set[str] | None = None, threads: int | None = None,
+                   batch: int = 1, targets: list[str] | None = None) -> dict[str, Any]:
+    """Rows per (variant, target), drops against each family's root (or ``baseline_id``), the
+    noise-aware frontier over ``objectives`` ([(field, "min"|"max")]), one recommendation per
+    target under ``require`` and the int8 diagnoses."""
     if variant_ids:
         records = [r for r in records if r.get("variant_id") in variant_ids]
-    b = batch if batch is not None else (min(plan.batches) if plan is not None else 1)
+    b = batch
     rows = build_rows(records, threads=threads, batch=b)
     add_drops(rows, baseline_id)
-    objectives = (plan.objectives if plan is not None and plan.objectives else DEFAULT_OBJECTIVES)
+    objectives = objectives or DEFAULT_OBJECTIVES
     front = {}
     for target in sorted({r["target"] for r in rows}):
         trows = [r for r in rows if r["target"] == target]
@@ -26,20 +43,23 @@ def decide(records: list[dict[str, Any]], plan: Any, baseline_id: str | None,
                          "ties": res.ties, "objectives": res.objectives}
         for r in trows:
             r["on_frontier"] = r["variant_id"] in res.frontier
-    constraints = parse_requirements(plan.require if plan is not None else None)
+    constraints = parse_requirements(require)
     # one recommendation per target: a variant fastest on this machine may not be on the board
+    targets_given = targets
     targets = sorted({r["target"] for r in rows})
-    order = [t for t in (getattr(plan, "targets", None) or []) if t in targets] + \
-        [t for t in targets if t not in (getattr(plan, "targets", None) or [])]
+    order = [t for t in (targets_given or []) if t in targets] + \
+        [t for t in targets if t not in (targets_given or [])]
     recs = {t: recommend([r for r in rows if r["target"] == t], constraints).to_dict()
             for t in order}
     if not recs:
         recs = {"-": recommend([], constraints).to_dict()}
     for t, rec in recs.items():
         rec["target"] = t
+    from ..measure.int8 import diagnose_rows
+    diagnoses = [d.to_dict() for d in diagnose_rows(rows, records)]
     for r in rows:
         r.pop("samples_s", None)
     return {"rows": rows, "frontier": front, "recommendation": next(iter(recs.values())),
             "recommendations": recs,
-            "require": plan.require if plan is not None else None, "baseline": baseline_id,
-            "batch": b}
+            "require": require, "baseline": baseline_id,
+            "batch": b, "diagnoses": diagnoses}

@@ -12,7 +12,8 @@ from ..errors import InputError
 from ..units import parse_duration_s
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int16x8")
-RECIPE_KEYS = {"precision", "per_channel", "format", "calib_method", "calib_rows", "sparsity", "scope",
+RECIPE_KEYS = {"precision", "per_channel", "format", "calib_method", "calib_rows", "types",
+               "reduce_range", "sparsity", "scope",
                "channels", "round_to", "finetune_epochs", "to", "name", "exclude_nodes",
                "exclude_ops"}
 
@@ -26,6 +27,8 @@ class Recipe:
     format: str = "qdq"
     calib_method: str = "minmax"
     calib_rows: int = 200
+    types: str = "S8S8"
+    reduce_range: bool = False
     sparsity: float | None = None
     scope: str = "global"
     channels: float | None = None
@@ -50,6 +53,10 @@ class Recipe:
                 parts.append(self.calib_method)
             if self.calib_rows != 200:
                 parts.append(f"{self.calib_rows} calib rows")
+            if self.types != "S8S8" and self.to == "onnx":
+                parts.append(self.types)
+        if self.reduce_range and self.to == "onnx" and self.precision.startswith("int8"):
+            parts.append("reduce-range")
         return self.name or " ".join(parts)
 
 
@@ -101,6 +108,12 @@ def _expand(entry: dict[str, Any], where: str) -> list[Recipe]:
             raise InputError(f"{where}: to = {cfg['to']!r} must be onnx or tflite")
         if p == "int16x8" and cfg.get("to", "onnx") != "tflite":
             raise InputError(f"{where}: int16x8 is TFLite only (add to = \"tflite\")")
+        if str(cfg.get("types", "S8S8")).upper() not in ("S8S8", "U8S8", "U8U8"):
+            raise InputError(f"{where}: types = {cfg['types']!r} must be S8S8, U8S8 or U8U8")
+        if "types" in cfg:
+            cfg["types"] = str(cfg["types"]).upper()
+        if not isinstance(cfg.get("reduce_range", False), bool):
+            raise InputError(f"{where}: reduce_range must be true or false")
         rows = cfg.get("calib_rows", 200)
         if not isinstance(rows, int) or isinstance(rows, bool) or not 1 <= rows <= 100_000:
             raise InputError(f"{where}: calib_rows = {rows!r} must be a whole number from 1 to 100000")

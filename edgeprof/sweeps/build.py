@@ -43,7 +43,8 @@ class Builder:
         from ..passes.quantize import QuantizePass
         p = QuantizePass(precision=recipe.precision, per_channel=recipe.per_channel,
                          format=recipe.format, calib_method=recipe.calib_method, calib=self.calib,
-                         calib_rows=recipe.calib_rows,
+                         calib_rows=recipe.calib_rows, types=recipe.types,
+                         reduce_range=recipe.reduce_range,
                          spec=spec_for_worker(self.root.input_spec, self._raw_dtype()))
         return apply_pass(self.cache, v, p, self.fidelity(v))[0]
 

@@ -1,0 +1,63 @@
+"""The Python API used directly (no CLI): profile, accuracy, decide, a small sweep,
+load_results -> DataFrame, typed values round-tripping, and the example percent-script run."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import edgeprof
+from tests.sweep_files import demo_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_profile_returns_typed_results_and_prints_nothing(models_dir, tmp_path, capsys):
+    seen = []
+    res = edgeprof.profile([models_dir / "cnn.onnx", models_dir / "mlp.onnx"], threads=[1, 2],
+                           min_time=0.05, min_runs=20, results=tmp_path / "r.jsonl",
+                           progress=lambda desc, frac: seen.append(frac))
+    assert capsys.readouterr().out == ""
+    lat = res.latency
+    assert len(lat) == 4 and {(x.name, x.threads) for x in lat} == {
+        ("cnn.onnx", 1), ("cnn.onnx", 2), ("mlp.onnx", 1), ("mlp.onnx", 2)}
+    for x in lat:
+        assert x.p50_ci_s[0] <= x.p50_s <= x.p50_ci_s[1] * (1 + 1e-9) and x.n >= 20
+        assert edgeprof.Latency.from_dict(x.to_dict()) == x
+    assert seen and max(seen) <= 1.0
+    again = edgeprof.load_results(tmp_path / "r.jsonl")
+    assert [x.to_dict() for x in again.latency] == [x.to_dict() for x in lat]
+    df = again.to_pandas()
+    assert list(df["name"]).count("cnn.onnx") == 2 and "p50_s" in df.columns
+
+
+def test_errors_are_edgeprof_errors(models_dir, tmp_path):
+    with pytest.raises(edgeprof.EdgeprofError, match="no such"):
+        edgeprof.profile(tmp_path / "missing.onnx")
+    with pytest.raises(edgeprof.EdgeprofError, match="require"):
+        edgeprof.decide(edgeprof.Results(()), require="speed<=fast")
+
+
+def test_sweep_from_python(tmp_path):
+    f = demo_sweep(tmp_path / "s.toml", precisions='["fp32", "fp16"]',
+                   measure="accuracy_limit = 200", require="accuracy_drop<=1%")
+    dec, res = edgeprof.sweep(f, out=tmp_path / "out", cache_dir=tmp_path / "c")
+    assert {r["label"] for r in dec.rows} == {"fashion_cnn", "fashion_cnn fp16"}
+    assert dec.recommendation()["chosen"] in {r["variant_id"] for r in dec.rows}
+    assert set(dec.frontier()) <= {r["variant_id"] for r in dec.rows} and dec.frontier()
+    assert len(res.accuracy) == 2 and all(a.n == 200 for a in res.accuracy)
+    assert (tmp_path / "out" / "index.html").is_file()
+    assert dec.plot(tmp_path / "f.svg").read_text().startswith("<?xml")
+
+
+def test_example_percent_script_runs(tmp_path):
+    env = dict(os.environ, EDGEPROF_EXAMPLE_OUT=str(tmp_path / "nb"),
+               EDGEPROF_CACHE_DIR=str(tmp_path / "cache"))
+    p = subprocess.run([sys.executable, str(ROOT / "examples" / "notebook.py")], env=env,
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "recommended: fashion_cnn" in p.stdout
+    assert (tmp_path / "nb" / "frontier.png").stat().st_size > 1000
