@@ -265,7 +265,7 @@ def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
                         continue
                     spec = spec_for_worker(ref.input_spec, raw_dtype)
                     with t.start_worker(f"{ref.name} accuracy") as w:
-                        w.request("load", path=t.stage(ref.path), threads=1, batch=1,
+                        w.request("load", path=t.stage(ref.path), threads=1, batch=None,
                                   inputs={"npz": npz}, spec=spec)
                         got = w.request("predict", npz=npz, start=0, stop=n, batch=250,
                                         spec=spec)["outputs"]

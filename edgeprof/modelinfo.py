@@ -98,6 +98,28 @@ def onnx_inputs(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def model_batch(path: str | Path) -> int | None:
+    """The batch a model is built for: the first fixed leading dimension of an ONNX model's
+    inputs, a TFLite model's input batch unless its signature leaves it open (-1); None when
+    the batch is dynamic (or the file unreadable: the worker reports that)."""
+    p = Path(path)
+    try:
+        if p.suffix == ".tflite":
+            try:
+                from ai_edge_litert.interpreter import Interpreter
+            except ImportError:  # pragma: no cover
+                from tflite_runtime.interpreter import Interpreter
+            d = Interpreter(model_path=str(p)).get_input_details()[0]
+            sig = list(d.get("shape_signature", d["shape"]))
+            return None if not sig or sig[0] < 0 else int(d["shape"][0])
+        for i in onnx_inputs(p):
+            if i["shape"] and isinstance(i["shape"][0], int) and i["shape"][0] > 0:
+                return int(i["shape"][0])
+    except Exception:
+        return None
+    return None
+
+
 def onnx_info(path: str, batch: int = 1) -> dict[str, Any]:
     import onnx
     from onnx import shape_inference

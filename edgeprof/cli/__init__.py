@@ -62,7 +62,8 @@ _COMMANDS = [("profile", "profile"), ("demo", "demo"), ("inspect_cmd", "inspect_
              ("corrupt", "corrupt"), ("targets_cmd", "targets"), ("variants_cmd", "variants"),
              ("variants_cmd", "export"), ("quantize", "quantize"), ("convert", "convert"),
              ("prune", "prune"), ("robustness", "robustness"), ("sweep", "sweep"),
-             ("compare", "compare"), ("report", "report"), ("tools", "tools")]
+             ("compare", "compare"), ("report", "report"), ("tools", "tools"),
+             ("drift", "drift")]
 
 
 def _register() -> None:

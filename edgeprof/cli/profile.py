@@ -9,7 +9,8 @@ import click
 @click.command("profile")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--threads", default="1", show_default=True, help="Thread counts, e.g. 1,2.")
-@click.option("--batch", default="1", show_default=True, help="Batch sizes, e.g. 1,4,16.")
+@click.option("--batch", default=None,
+              help="Batch sizes, e.g. 1,4,16 (default: each model's own batch, 1 when dynamic).")
 @click.option("--shape", "shapes", multiple=True, metavar="NAME=DxD..",
               help="Concrete shape for an input with dynamic dims (repeatable).")
 @click.option("--data", type=click.Path(path_type=Path), help="Real inputs: .npz or image folder.")
@@ -42,7 +43,7 @@ import click
 @click.option("--wait", is_flag=True, help="If another run is writing --results, wait for it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.pass_context
-def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: str,
+def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: str | None,
             shapes: tuple[str, ...], data: Path | None, preprocess: Path | None, min_time: str,
             min_runs: int, max_runs: int, warmup_max_time: str, runtime: str, op_profile: bool,
             cold_starts: int, target_names: tuple[str, ...], targets_dir: Path | None,
@@ -61,7 +62,7 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
 
     s = Settings(
         threads=tuple(parse_int_list(threads, "--threads", 1, 256)),
-        batches=tuple(parse_int_list(batch, "--batch", 1, 65536)),
+        batches=tuple(parse_int_list(batch, "--batch", 1, 65536)) if batch else None,
         shapes=dict(parse_shape(t) for t in shapes),
         min_time_s=parse_duration_s(min_time, "--min-time", 0.0, 3600.0),
         min_runs=min_runs, max_runs=max_runs,

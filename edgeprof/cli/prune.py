@@ -27,11 +27,13 @@ def _names(text: str | None) -> list[str]:
 @click.option("--importance", type=click.Choice(["l1", "l2"]), default="l1", show_default=True,
               help="Channel importance: L1 or L2 norm of its weights.")
 @click.option("--keep-layers", help="Modules that keep their output width (comma-separated "
-              "names); the output layer is always kept.")
+              "names); every layer feeding a model output is always kept.")
 @click.option("--round-to", type=int, help="Keep every pruned width a multiple of this (e.g. 8): "
               "odd widths can run slower than dense on x86 kernels.")
 @click.option("--finetune", type=click.Path(path_type=Path),
-              help="Fine-tune after pruning on this labelled TRAIN data.")
+              help="Fine-tune after pruning on this TRAIN data: cross-entropy for a "
+                   "single-output classifier with labels y, else distillation (MSE against the "
+                   "unpruned model's outputs).")
 @click.option("--epochs", default=1, show_default=True, type=int)
 @click.option("--lr", default=1e-3, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -204,7 +206,13 @@ def _print_structured(v, console, eval_ds, reused: bool) -> None:
                           f"data {acc['data_sha256'][:12]}, not on {eval_ds.path.name}",
                           highlight=False)
     ft = x.get("finetune")
-    if ft:
+    if ft and ft.get("loss") == "distill-mse":
+        last = ft["epochs"][-1]
+        console.print(f"  fine-tuned by distillation {len(ft['epochs'])} epoch(s) on {ft['rows']} "
+                      f"rows in {ft['seconds']:.1f} s; MSE against the unpruned model "
+                      f"{ft['distill_mse_before']:.4g} -> {ft['distill_mse_after']:.4g} (last "
+                      f"epoch training loss {last['loss']:.4g})", highlight=False)
+    elif ft:
         last = ft["epochs"][-1]
         console.print(f"  fine-tuned {len(ft['epochs'])} epoch(s) on {ft['rows']} rows in "
                       f"{ft['seconds']:.1f} s; last epoch loss {last['loss']:.4f}, train accuracy "

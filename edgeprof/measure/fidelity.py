@@ -75,7 +75,7 @@ class FidelityEvaluator:
         if key not in self._cache:
             npz = str(self.data.npz_path(self.scratch))
             with start_local_worker(f"fidelity {Path(path).name}") as w:
-                w.request("load", path=str(path), threads=1, batch=1, inputs={"npz": npz},
+                w.request("load", path=str(path), threads=1, batch=None, inputs={"npz": npz},
                           spec=self.spec_for(input_spec))
                 out = w.request("predict", npz=npz, start=0, stop=self.rows, batch=64,
                                 spec=self.spec_for(input_spec))["outputs"]

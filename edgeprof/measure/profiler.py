@@ -32,7 +32,7 @@ class Target(Protocol):
 @dataclass(frozen=True)
 class Settings:
     threads: tuple[int, ...] = (1,)
-    batches: tuple[int, ...] = (1,)
+    batches: tuple[int, ...] | None = (1,)   # None: each model at its own batch (1 if dynamic)
     shapes: dict[str, list[int]] = field(default_factory=dict)
     min_time_s: float = 2.0
     min_runs: int = 50
@@ -102,6 +102,13 @@ class Profiler:
         self._scratch = tempfile.TemporaryDirectory(prefix="edgeprof-")
 
     # -- public -------------------------------------------------------------------------------
+    def batches_for(self, model: ModelRef) -> tuple[int, ...]:
+        """The batches given, else the model's own: a fixed-batch model measured as it is."""
+        if self.s.batches:
+            return self.s.batches
+        from ..modelinfo import model_batch
+        return (model_batch(model.path) or 1,)
+
     def key(self, model: ModelRef, threads: int, batch: int) -> tuple:
         return (model.id, self.target.name, threads, batch, "latency",
                 self.data.sha256 if self.data else None)
@@ -111,7 +118,7 @@ class Profiler:
         runs, skipped = [], []
         for m in models:
             for t in self.s.threads:
-                for b in self.s.batches:
+                for b in self.batches_for(m):
                     r = _Run(m, t, b)
                     (skipped.append(r.label) if self.store.has(self.key(m, t, b)) else runs.append(r))
         records: list[dict[str, Any]] = []

@@ -260,7 +260,14 @@ class QuantizePass:
                 weight_type=qtype[TYPES[self.types][1]], calibrate_method=method,
                 nodes_to_exclude=excluded or None,
                 calibration_providers=["CPUExecutionProvider"])
-        pre.unlink(missing_ok=True)
+        extra: dict[str, Any] = {"excluded_nodes": excluded}
+        if self.precision == "int8-static" and src == pre and pre.is_file():
+            # kept in the variant folder: the graph quantization actually quantized (edgeprof
+            # drift reads clipped shares on its tensors; see decisions, "Drift")
+            extra["preprocessed_model"] = pre.name
+        else:
+            pre.unlink(missing_ok=True)
         for leftover in out_path.parent.glob("*.onnx.data"):
-            leftover.unlink()
-        return {"notes": notes, "extra": {"excluded_nodes": excluded}}
+            if not (extra.get("preprocessed_model") and leftover.name.startswith(pre.name)):
+                leftover.unlink()
+        return {"notes": notes, "extra": extra}

@@ -142,8 +142,8 @@ def corruption_heatmap(records: list[dict[str, Any]], labels: dict[str, str], ba
     return _save(fig, out, "corruption_heatmap")
 
 
-def latency_distributions(records: list[dict[str, Any]], out: Path, batch: int) -> list[str]:
-    lat = [r for r in records if r["kind"] == "latency" and r["batch"] == batch]
+def latency_distributions(records: list[dict[str, Any]], out: Path, batch: int | None) -> list[str]:
+    lat = [r for r in records if r["kind"] == "latency" and (batch is None or r["batch"] == batch)]
     if not lat:
         return []
     plt = _plt()
@@ -154,7 +154,8 @@ def latency_distributions(records: list[dict[str, Any]], out: Path, batch: int) 
         ax.step(x, y, where="post", color=f"C{i % 10}", lw=1.2,
                 label=_short(f"{r['model']['name']} @{r['target']} t={r['threads']}", 40))
     ax.set_xscale("log")
-    ax.set_xlabel(f"latency per call (ms, log scale), batch {batch}")
+    ax.set_xlabel("latency per call (ms, log scale), " +
+                  (f"batch {batch}" if batch is not None else "each model at its own batch"))
     ax.set_ylabel("fraction of runs (CDF)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=6, loc="lower right")

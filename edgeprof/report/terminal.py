@@ -170,7 +170,8 @@ def print_variant(v: Any, reused: bool, console: Console, lineage: list[Any] = (
 def print_decision(dec: dict[str, Any], counts: dict[str, int], console: Console,
                    report: Any = None) -> None:
     """The sweep's ending: the variants, the frontier and the recommendation with its reasons."""
-    t = Table(title=f"variants (latency at batch {dec.get('batch', 1)}; drops vs baseline)",
+    from .write import batch_text
+    t = Table(title=f"variants (latency {batch_text(dec)}; drops vs baseline)",
               title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("variant", "target", "p50", "accuracy", "drop", "corr. acc.", "RSS", "size", "front"):
         t.add_column(col, justify="left" if col in ("variant", "target") else "right")

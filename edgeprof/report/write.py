@@ -139,7 +139,7 @@ def summary_md(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
                images: list[str]) -> str:
     envs, warnings, errors = _collect(records)
     lines = [f"# {title}", ""] + _recommendation_md(dec)
-    lines += [f"Latency at batch {dec.get('batch', 1)}; accuracy and drops against the baseline "
+    lines += [f"Latency {batch_text(dec)}; accuracy and drops against the baseline "
               f"`{(dec.get('baseline') or '')[:12]}`.", ""] + _rows_md(dec["rows"])
     for img in images:
         if img.endswith(".png"):
@@ -158,6 +158,17 @@ def summary_md(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
     if errors:
         lines += ["", "## Errors", ""] + [f"- {e}" for e in errors]
     return "\n".join(lines) + "\n"
+
+
+def batch_text(dec: dict[str, Any]) -> str:
+    """'per call at batch 1', or, for variants each measured at its own batch, per call or (when
+    their batches differ on a target) per row."""
+    if dec.get("batch", 1) is not None:
+        return f"per call at batch {dec.get('batch', 1)}"
+    if any(r.get("latency_basis") == "per row" for r in dec.get("rows", [])):
+        return ("per row (p50 / batch: the variants run at different batches, each at its own, "
+                "so their latency is compared per row)")
+    return "per call, each model at its own batch"
 
 
 def labels_of(dec: dict[str, Any]) -> dict[str, str]:
@@ -193,7 +204,7 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
             h += [f"<li>{_e(m)}</li>" for m in rec.get("missing", [])]
         h += [f"<li>{_e(r)}</li>" for r in rec["reasons"]]
         h.append("</ul></div>")
-    h.append(f"<h2>Variants</h2><p class=muted>Latency per call at batch {_e(dec.get('batch', 1))}"
+    h.append(f"<h2>Variants</h2><p class=muted>Latency {_e(batch_text(dec))}"
              f" (p50 with its 95 % bootstrap CI and n); accuracy with its 95 % Wilson CI and n; "
              f"drops are absolute against the baseline <code>{_e((dec.get('baseline') or '')[:12])}"
              f"</code>. Agreement / SQNR: top-1 agreement and signal-to-quantization-noise ratio of "

@@ -188,15 +188,12 @@ def _evaluate_model(run: _Run, ref: ModelRef, base: dict | None, do_attacks: boo
     spec = worker_spec_for(ref, im.raw_dtype)
     clean_npz = run.stage(run.clean_npz)
     with run.target.start_worker(f"{ref.name} robustness") as w:
-        loaded = w.request("load", path=run.stage(ref.path), threads=1, batch=1,
+        loaded = w.request("load", path=run.stage(ref.path), threads=1, batch=None,
                            inputs={"npz": clean_npz}, spec=spec)
         inp = loaded["inputs"][0]
         batch = cfg.batch
         if loaded.get("runtime") == "onnxruntime" and isinstance(inp["shape"][0], int):
-            if inp["shape"][0] != 1:
-                raise InputError(f"{ref.name}: input '{inp['name']}' has a fixed batch of "
-                                 f"{inp['shape'][0]}; export the model with a dynamic batch")
-            batch = 1
+            batch = inp["shape"][0]  # whole batches of the model's own; the worker pads the last
         run.tick(f"{ref.name}: clean")
         out_shape = loaded["outputs"][0]["shape"]
         classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else 1000

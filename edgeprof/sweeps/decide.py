@@ -18,6 +18,7 @@ def decide(records: list[dict[str, Any]], plan: Any, baseline_id: str | None,
         require=getattr(plan, "require", None), baseline_id=baseline_id,
         variant_ids=variant_ids, threads=threads,
         batch=batch if batch is not None else (min(plan.batches) if getattr(plan, "batches", None)
+                                               else None if plan is not None and hasattr(plan, "batches")
                                                else 1),
         targets=getattr(plan, "targets", None))
 
@@ -25,7 +26,7 @@ def decide(records: list[dict[str, Any]], plan: Any, baseline_id: str | None,
 def decide_records(records: list[dict[str, Any]], *, objectives: Any = None,
                    require: str | None = None, baseline_id: str | None = None,
                    variant_ids: set[str] | None = None, threads: int | None = None,
-                   batch: int = 1, targets: list[str] | None = None) -> dict[str, Any]:
+                   batch: int | None = 1, targets: list[str] | None = None) -> dict[str, Any]:
     """Rows per (variant, target), drops against each family's root (or ``baseline_id``), the
     noise-aware frontier over ``objectives`` ([(field, "min"|"max")]), one recommendation per
     target under ``require`` and the int8 diagnoses."""

@@ -75,7 +75,7 @@ class Plan:
     recipes: list[Recipe]
     targets: list[str]
     threads: list[int]
-    batches: list[int]
+    batches: list[int] | None
     min_time_s: float
     min_runs: int
     cold_starts: int
@@ -197,7 +197,8 @@ def load_plan(path: str | Path, out_dir: Path | None = None) -> Plan:
         calib_data=_path(base, data.get("calib"), "[data] calib"),
         finetune_data=_path(base, data.get("finetune"), "[data] finetune"),
         recipes=recipes, targets=list(measure.get("targets", ["local"])),
-        threads=ints("threads", [1]), batches=ints("batch", [1]),
+        threads=ints("threads", [1]),
+        batches=ints("batch", [1]) if "batch" in measure else None,  # None: each model's own
         min_time_s=parse_duration_s(measure.get("min_time", "1s"), "[measure] min_time", 0, 600),
         min_runs=int(measure.get("min_runs", 50)), cold_starts=int(measure.get("cold_starts", 1)),
         latency=bool(measure.get("latency", True)), accuracy=bool(measure.get("accuracy", True)),

@@ -72,12 +72,36 @@ def build_rows(records: list[dict[str, Any]], threads: int | None = None,
                 x["attack_accuracy"], x["attack"], x["n_attack"] = worst
     for r in latest_run_errors(records):
         row(r)["errors"].append(r.get("error", ""))
+    if batch is None:
+        per_row(list(rows.values()))
     fidelity = {r["variant_id"]: r for r in records if r["kind"] == "fidelity"}
     for x in rows.values():
         f = fidelity.get(x["variant_id"])
         if f is not None:
             x.update(fidelity_summary(f))
     return list(rows.values())
+
+
+def per_row(rows: list[dict[str, Any]]) -> None:
+    """Variants of one target measured at different batches (each at its own: a batch-64 ONNX
+    root, a batch-1 TFLite child) are compared per row: p50, p99 and their CIs divided by the
+    batch, marked ``latency_basis = "per row"``."""
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("p50_s") is not None:
+            by_target.setdefault(r["target"], []).append(r)
+    for trows in by_target.values():
+        if len({r["batch"] for r in trows}) < 2:
+            continue
+        for r in trows:
+            b = r["batch"]
+            for k in ("p50_s", "p99_s"):
+                r[k] = r[k] / b
+            for k in ("p50_ci", "p99_ci"):
+                if r.get(k):
+                    r[k] = [v / b for v in r[k]]
+            r["samples_s"] = [v / b for v in r.get("samples_s", [])]
+            r["latency_basis"] = "per row"
 
 
 def fidelity_summary(rec: dict[str, Any]) -> dict[str, Any]:

@@ -116,7 +116,7 @@ class SweepRunner:
     def latency(self, variants: list[Variant], evaluation: Dataset | None) -> None:
         p = self.plan
         refs = [self.cache.ref(v) for v in variants]
-        settings = Settings(threads=tuple(p.threads), batches=tuple(p.batches),
+        settings = Settings(threads=tuple(p.threads), batches=tuple(p.batches) if p.batches else None,
                             min_time_s=p.min_time_s, min_runs=p.min_runs,
                             cold_starts=p.cold_starts)
         for ti, tname in enumerate(p.targets):
@@ -168,7 +168,7 @@ class SweepRunner:
                 spec = spec_for_worker(v.input_spec, raw_dtype)
                 try:
                     with target.start_worker(f"{v.label} accuracy") as w:
-                        w.request("load", path=target.stage(v.path), threads=1, batch=1,
+                        w.request("load", path=target.stage(v.path), threads=1, batch=None,
                                   inputs={"npz": npz}, spec=spec)
                         out = w.request("predict", npz=npz, start=0, stop=n, batch=250,
                                         spec=spec)["outputs"]

@@ -828,8 +828,13 @@ class Worker:
                                     req.get("op_profile", False))
         session_s = time.perf_counter() - t0
         rss_loaded, _ = memory_bytes()
-        batch = int(req.get("batch", 1))
         flexible = isinstance(rt, LiteRtRuntime)
+        if req.get("batch") is None:  # the model's own batch (fixed), else 1
+            fixed = [i["shape"][0] for i in rt.inputs if i["shape"] and isinstance(i["shape"][0], int)
+                     and i["shape"][0] > 0]
+            batch = fixed[0] if fixed else 1
+        else:
+            batch = int(req["batch"])
         shapes = {i["name"]: resolve_shape(i, req.get("shapes") or {}, batch, flexible)
                   for i in rt.inputs}
         src = req.get("inputs") or {"synthetic": {"seed": 0}}

@@ -356,8 +356,8 @@ def _bad_torch_cases(tmp_path: Path) -> dict:
         "no shape": (demo + ["--channels", "0.5"], "needs --example-shape"),
         "leakage": (demo + base + ["--finetune", str(D["eval"]), "--data", str(D["eval"])],
                     "leakage"),
-        "finetune unlabelled": (demo + base + ["--finetune", str(tmp_path / "nolabels.npz")],
-                                "has no labels"),
+        "data unlabelled": (demo + base + ["--data", str(tmp_path / "nolabels.npz")],
+                            "has no labels 'y'; accuracy needs them"),
         "finetune shape": (demo + base + ["--finetune", str(tmp_path / "small.npz")],
                            "after preprocessing"),
         "epochs": (demo + base + ["--finetune", str(D["train_subset"]), "--epochs", "0"],
@@ -369,7 +369,7 @@ def _bad_torch_cases(tmp_path: Path) -> dict:
 
 BAD_TORCH = ["channels 0", "channels 1", "no module", "no attribute", "not a module", "no colon",
              "weights misfit", "weights pickled", "weights missing", "shape rejected", "shape text",
-             "no shape", "leakage", "finetune unlabelled", "finetune shape", "epochs", "keep unknown",
+             "no shape", "leakage", "data unlabelled", "finetune shape", "epochs", "keep unknown",
              "round-to"]
 
 
@@ -389,3 +389,141 @@ def test_without_torch_a_one_line_install_hint(tmp_path, monkeypatch):
             "1x1x28x28", "--channels", "0.5")
     _check_one_line(r, "pip install 'edgeprof[torch]'", tmp_path / "c", allow_roots=False)
     assert "torch==2.13.0" in r.output
+
+
+# ---- several outputs: every head keeps its width; fine-tuning distils --------------------------
+
+THREE_HEAD_NET = '''
+import torch
+from torch import nn
+
+
+class ONet(nn.Module):
+    """A small O-Net-like face net (MTCNN's last stage): a conv trunk, then three heads."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.PReLU(16), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.PReLU(32), nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, 3, padding=1), nn.PReLU(32), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * 3 * 3, 64), nn.PReLU(64))
+        self.box = nn.Linear(64, 4)
+        self.landmarks = nn.Linear(64, 10)
+        self.cls = nn.Linear(64, 2)
+
+    def forward(self, x):
+        h = self.trunk(x)
+        # the class head sits behind a softmax: its Linear's output is not itself a model output
+        return self.box(h), self.landmarks(h), torch.softmax(self.cls(h), dim=1)
+
+
+def onet():
+    return ONet()
+'''
+THREE_HEAD_SHAPES = [[4], [10], [2]]
+
+
+def _nchw(x: np.ndarray) -> np.ndarray:
+    """uint8 NHWC rows as the default InputSpec feeds them (x / 255, NCHW), computed here."""
+    return (x.astype(np.float32) / 255.0).transpose(0, 3, 1, 2).copy()
+
+
+def _all_outputs(path: Path, x: np.ndarray) -> list[np.ndarray]:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})
+
+
+@pytest.fixture(scope="module")
+def three_head(tmp_path_factory) -> dict:
+    """A three-head net pruned at 50 % without --keep-layers, and again with distillation on
+    unlabelled rows (plus held-out --data: fidelity, no accuracy)."""
+    if not HAVE_TP:
+        return {}
+    d = tmp_path_factory.mktemp("threehead")
+    (d / "onet.py").write_text(THREE_HEAD_NET)
+    rng = np.random.default_rng(7)
+    np.savez(d / "train.npz", x=rng.integers(0, 256, (256, 24, 24, 3), dtype=np.uint8))
+    np.savez(d / "eval.npz", x=rng.integers(0, 256, (48, 24, 24, 3), dtype=np.uint8))
+    cache = d / "c"
+    args = ["--torch", f"{d / 'onet.py'}:onet", "--example-shape", "1x3x24x24", "--channels", "0.5"]
+    out = {"dir": d, "cache": cache}
+    out["c50"] = record(cache, *args)
+    out["ft"] = record(cache, *args, "--finetune", str(d / "train.npz"), "--epochs", "1",
+                       "--data", str(d / "eval.npz"), "--fidelity-rows", "48")
+    return out
+
+
+def test_every_output_head_keeps_its_width_without_keep_layers(three_head):
+    need_torch()
+    v = three_head["c50"]
+    x = v["extra"]
+    # the heads, found by tracing every output (cls behind a softmax too), and nothing else
+    assert v["config"]["protected_layers"] == ["box", "cls", "landmarks"]
+    assert x["output_layers"] == ["box", "cls", "landmarks"]
+    widths = {r["layer"]: r for r in x["layers"]}
+    for head, width in (("box", 4), ("landmarks", 10), ("cls", 2)):
+        assert widths[head]["out_before"] == widths[head]["out_after"] == width
+        assert widths[head]["in_after"] == 32  # the trunk's last layer was pruned 64 -> 32
+    assert widths["trunk.0"]["out_after"] == 8 and widths["trunk.10"]["out_after"] == 32
+    # the exported ONNX: three outputs of the unpruned net's shapes, at another batch size too
+    path = three_head["cache"] / "variants" / v["id"] / "model.onnx"
+    root = Cache(three_head["cache"]).get(v["parent"])
+    xin = _nchw(np.random.default_rng(3).integers(0, 256, (5, 24, 24, 3), dtype=np.uint8))
+    got, dense = _all_outputs(path, xin), _all_outputs(root.path, xin)
+    assert [list(o.shape) for o in got] == [list(o.shape) for o in dense] \
+        == [[5, *s] for s in THREE_HEAD_SHAPES]
+    np.testing.assert_allclose(got[2].sum(1), 1.0, rtol=1e-5)  # still a softmax over 2 classes
+    # smaller: MACs from the record, parameters counted here from the ONNX initializers
+    assert x["macs_after"] < 0.4 * x["macs_before"] and x["params_after"] < 0.4 * x["params_before"]
+
+    def n_params(p: Path) -> int:
+        return sum(int(numpy_helper.to_array(i).size) for i in onnx.load(str(p)).graph.initializer)
+    assert n_params(path) < 0.4 * n_params(root.path)
+
+
+def test_three_head_net_fine_tunes_by_distillation(three_head):
+    need_torch()
+    v, plain = three_head["ft"], three_head["c50"]
+    assert v["config"]["finetune"]["loss"] == "distill-mse" and "distilled" in v["label"]
+    assert any("fine-tuned by distillation (it returns 3 outputs)" in n for n in v["notes"])
+    assert any(n.startswith("accuracy skipped") for n in v["notes"])
+    x = v["extra"]
+    assert "accuracy" not in x and x["output_layers"] == ["box", "cls", "landmarks"]
+    ft = x["finetune"]
+    assert ft["loss"] == "distill-mse" and ft["rows"] == 256 and ft["steps"] == 4
+    assert len(ft["epochs"]) == 1 and ft["epochs"][0]["loss"] > 0
+    assert ft["distill_mse_after"] < 0.5 * ft["distill_mse_before"]
+    # fidelity against the root covers all three outputs
+    assert len(v["fidelity"]["vs_root"]) == 3 and v["fidelity"]["rows"] == 48
+    # measured here on held-out rows with onnxruntime: distilled outputs sit closer to the
+    # unpruned net's than the plainly pruned ones (summed MSE over the three heads)
+    root = Cache(three_head["cache"]).get(v["parent"])
+    assert plain["parent"] == v["parent"]
+    with np.load(three_head["dir"] / "eval.npz") as z:
+        xin = _nchw(z["x"])
+    dense = _all_outputs(root.path, xin)
+
+    def mse(p: Path) -> float:
+        return float(sum(np.mean((a - b) ** 2) for a, b in zip(_all_outputs(p, xin), dense)))
+    variants = three_head["cache"] / "variants"
+    before, after = mse(variants / plain["id"] / "model.onnx"), mse(variants / v["id"] / "model.onnx")
+    assert after < 0.5 * before, (before, after)
+
+
+def test_classifier_fine_tuning_config_is_unchanged_and_unlabelled_rows_distil(structured, tmp_path):
+    need_torch()
+    # a labelled single-output classifier: cross-entropy, the config keys of before (cache ids hold)
+    cfg = structured["ft"]["config"]["finetune"]
+    assert cfg["loss"] == "cross-entropy" and set(cfg) == {
+        "data_sha256", "rows", "epochs", "lr", "seed", "batch_size", "optimizer", "loss"}
+    assert "distilled" not in structured["ft"]["label"]
+    assert "train_accuracy" in structured["ft"]["extra"]["finetune"]["epochs"][0]
+    # unlabelled rows for the same classifier: distillation, and the variant says why
+    rng = np.random.default_rng(5)
+    np.savez(tmp_path / "nolabels.npz", x=rng.integers(0, 256, (64, 28, 28, 1), dtype=np.uint8))
+    v = record(tmp_path / "c", *TORCH_ARGS, "--channels", "0.5", "--finetune",
+               str(tmp_path / "nolabels.npz"))
+    assert v["config"]["finetune"]["loss"] == "distill-mse"
+    assert any("has no labels 'y'" in n and "distillation" in n for n in v["notes"])
+    assert v["id"] != structured["ft"]["id"]
