@@ -118,7 +118,7 @@ class DriftResult:
         return d
 
 
-# -- the quantized tensors and their ranges ---------------------------------------------------------
+# -- the quantized tensors and their ranges --------------------------------------------------------
 def _array(inits: dict[str, Any], name: str) -> np.ndarray | None:
     from onnx import numpy_helper
     t = inits.get(name)
@@ -177,7 +177,7 @@ def _measured_tensor(fmodel: Any, name: str, ranges: dict[str, Any]) -> str:
     return name
 
 
-# -- accumulators -----------------------------------------------------------------------------------
+# -- accumulators ----------------------------------------------------------------------------------
 class _Scan:
     """Streaming counts over batches: clipped values per tensor, per-channel moments, per-row
     mean and std of the first input, top-1 classes of the int8 and fp32 models."""
@@ -257,7 +257,7 @@ def _scan(feeds: list[dict[str, np.ndarray]], probe: Any, probe_names: list[str]
     return sc
 
 
-# -- statistics -------------------------------------------------------------------------------------
+# -- statistics ------------------------------------------------------------------------------------
 def _newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
     """95 % CI of p1 - p2 for two independent proportions (Newcombe's hybrid score, method 10)."""
     from .measure.accuracy import wilson_interval
@@ -265,7 +265,8 @@ def _newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
     l1, u1 = wilson_interval(k1, n1)
     l2, u2 = wilson_interval(k2, n2)
     d = p1 - p2
-    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return (d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2),
+            d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
 
 
 def _agreement(base: _Scan, fld: _Scan) -> dict[str, Any]:
@@ -310,7 +311,7 @@ def _input_drift(base: _Scan, fld: _Scan) -> dict[str, Any]:
                     "in units of the baseline std"}
 
 
-# -- the variant ------------------------------------------------------------------------------------
+# -- the variant -----------------------------------------------------------------------------------
 def _check_variant(v: Any) -> None:
     name = f"{v.short_id} ({v.label})"
     cfg = v.config or {}
@@ -324,7 +325,7 @@ def _check_variant(v: Any) -> None:
                          "(quantize with --precision int8-static first)")
 
 
-def _preprocessed(cache: Any, v: Any, parent: Any, notes: list[str], scratch: Path) -> Path:
+def _preprocessed(v: Any, parent: Any, notes: list[str], scratch: Path) -> Path:
     """The fp32 graph quantization quantized: the kept file, else pre-processing run again."""
     kept = v.extra.get("preprocessed_model")
     if kept and (v.dir / kept).is_file():
@@ -390,7 +391,7 @@ def drift(variant: str | Path, calib: str | Path, field: str | Path,
     parent = cache.checked(cache.get(v.parent) or root)
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgeprof-drift-") as tmp:
-        pre = _preprocessed(cache, v, parent, notes, Path(tmp))
+        pre = _preprocessed(v, parent, notes, Path(tmp))
         qmodel = onnx.load(str(v.path))
         fmodel = onnx.load(str(pre))
     fmt = "qoperator" if any(n.op_type in _QOP_OUT for n in qmodel.graph.node) else "qdq"

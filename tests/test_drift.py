@@ -24,7 +24,8 @@ ROWS = 300
 def _quantize(cache: Path, tmp: Path, *args: str) -> dict:
     out = tmp / "v.json"
     r = CliRunner().invoke(cli, ["quantize", str(D["onnx"]), *args, "--preprocess",
-                                 str(D["preprocess"]), "--cache-dir", str(cache), "--json", str(out)])
+                                 str(D["preprocess"]), "--cache-dir", str(cache),
+                                 "--json", str(out)])
     assert r.exit_code == 0, r.output
     return json.loads(out.read_text())
 

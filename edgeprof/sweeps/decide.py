@@ -39,11 +39,25 @@ def decide_records(records: list[dict[str, Any]], *, objectives: Any = None,
     front = {}
     for target in sorted({r["target"] for r in rows}):
         trows = [r for r in rows if r["target"] == target]
-        res = pareto(trows, objectives)
-        front[target] = {"frontier": res.frontier, "dominated_by": res.dominated_by,
-                         "ties": res.ties, "objectives": res.objectives}
+        # accuracy on different data is not comparable: one frontier per evaluation set
+        family = {r.get("root_id"): r["eval_data"] for r in trows if r.get("eval_data")}
+
+        def data_of(r: dict[str, Any]) -> Any:
+            return r.get("eval_data") or family.get(r.get("root_id"))
+        keys = {data_of(r) for r in trows}
+        parts = ([[r for r in trows if data_of(r) == k] for k in sorted(keys, key=str)]
+                 if len(keys - {None}) > 1 else [trows])
+        f = {"frontier": [], "dominated_by": {}, "ties": {}, "objectives": None,
+             "partitions": len(parts)}
+        for part in parts:
+            res = pareto(part, objectives)
+            f["frontier"] += [v for v in res.frontier if v not in f["frontier"]]
+            f["dominated_by"].update(res.dominated_by)
+            f["ties"].update(res.ties)
+            f["objectives"] = res.objectives
+        front[target] = f
         for r in trows:
-            r["on_frontier"] = r["variant_id"] in res.frontier
+            r["on_frontier"] = r["variant_id"] in f["frontier"]
     constraints = parse_requirements(require)
     # one recommendation per target: a variant fastest on this machine may not be on the board
     targets_given = targets

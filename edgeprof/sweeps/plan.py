@@ -88,6 +88,61 @@ class Plan:
     objectives: list[tuple[str, str]] | None
     out_dir: Path
     raw: dict[str, Any] = field(default_factory=dict)
+    models: list["ModelEntry"] = field(default_factory=list)
+    model_name: str | None = None
+
+    def model_plans(self) -> list["Plan"]:
+        """One plan per model of a ``[[models]]`` sweep (the grid applies to each); the plan
+        itself for a single ``[model]``."""
+        if len(self.models) <= 1:
+            return [self]
+        import dataclasses
+        return [dataclasses.replace(
+            self, model_path=m.path, torch_factory=m.torch, torch_weights=m.weights,
+            example_shape=m.example_shape, preprocess=m.preprocess,
+            eval_data=m.eval or self.eval_data, calib_data=m.calib or self.calib_data,
+            finetune_data=m.finetune or self.finetune_data, model_name=m.name)
+            for m in self.models]
+
+
+MODEL_KEYS = {"path", "torch", "weights", "example_shape", "preprocess", "name", "eval", "calib",
+              "finetune"}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of a sweep: a file or a PyTorch factory, its InputSpec and, optionally, its own
+    data (a model with other inputs needs other rows)."""
+    name: str | None
+    path: Path | None
+    torch: str | None
+    weights: Path | None
+    example_shape: list[int] | None
+    preprocess: Path | None
+    eval: Path | None = None
+    calib: Path | None = None
+    finetune: Path | None = None
+
+
+def _model_entry(base: Path, m: Any, where: str) -> ModelEntry:
+    if not isinstance(m, dict):
+        raise InputError(f"{where} must be a table")
+    unknown = set(m) - MODEL_KEYS
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(MODEL_KEYS)}")
+    if not m.get("path") and not m.get("torch"):
+        raise InputError(f"{where} needs path = \"model.onnx\" or torch = \"module:factory\"")
+    try:
+        shape = [int(x) for x in str(m["example_shape"]).split("x")] if m.get("example_shape") else None
+    except ValueError:
+        raise InputError(f"{where} example_shape {m['example_shape']!r}: expected 1x3x224x224")
+    return ModelEntry(
+        name=str(m["name"]) if m.get("name") else None, path=_path(base, m.get("path"), f"{where} path"),
+        torch=m.get("torch"), weights=_path(base, m.get("weights"), f"{where} weights"),
+        example_shape=shape, preprocess=_path(base, m.get("preprocess"), f"{where} preprocess"),
+        eval=_path(base, m.get("eval"), f"{where} eval"),
+        calib=_path(base, m.get("calib"), f"{where} calib"),
+        finetune=_path(base, m.get("finetune"), f"{where} finetune"))
 
 
 def _expand(entry: dict[str, Any], where: str) -> list[Recipe]:
@@ -147,13 +202,23 @@ def load_plan(path: str | Path, out_dir: Path | None = None) -> Plan:
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{p}: not valid TOML: {exc}")
     base = p.resolve().parent
-    known = {"name", "model", "data", "variants", "measure", "decide", "out"}
+    known = {"name", "model", "models", "data", "variants", "measure", "decide", "out"}
     unknown = set(raw) - known
     if unknown:
         raise InputError(f"{p}: unknown section(s) {sorted(unknown)}; allowed: {sorted(known)}")
-    model = raw.get("model") or {}
-    if not model.get("path") and not model.get("torch"):
-        raise InputError(f"{p}: [model] needs path = \"model.onnx\" or torch = \"module:factory\"")
+    if raw.get("model") and raw.get("models"):
+        raise InputError(f"{p}: give [model] (one model) or [[models]] (several), not both")
+    if raw.get("models") is not None:
+        if not isinstance(raw["models"], list) or not raw["models"]:
+            raise InputError(f"{p}: [[models]] must be a non-empty list of tables")
+        model_entries = [_model_entry(base, m, f"{p} [[models]] #{i + 1}")
+                         for i, m in enumerate(raw["models"])]
+    else:
+        model_entries = [_model_entry(base, raw.get("model") or {}, f"{p}: [model]")]
+    names = [e.name or (e.path.stem if e.path else e.torch) for e in model_entries]
+    if len(set(names)) != len(names):
+        raise InputError(f"{p}: [[models]] names must differ (got {names}); add name = \"...\"")
+    first = model_entries[0]
     data = raw.get("data") or {}
     measure = raw.get("measure") or {}
     decide = raw.get("decide") or {}
@@ -188,11 +253,8 @@ def load_plan(path: str | Path, out_dir: Path | None = None) -> Plan:
     name = str(raw.get("name") or p.stem)
     return Plan(
         path=p, name=name,
-        model_path=_path(base, model.get("path"), "[model] path"),
-        torch_factory=model.get("torch"), torch_weights=_path(base, model.get("weights"), "[model] weights"),
-        example_shape=[int(x) for x in str(model["example_shape"]).split("x")]
-        if model.get("example_shape") else None,
-        preprocess=_path(base, model.get("preprocess"), "[model] preprocess"),
+        model_path=first.path, torch_factory=first.torch, torch_weights=first.weights,
+        example_shape=first.example_shape, preprocess=first.preprocess, models=model_entries,
         eval_data=_path(base, data.get("eval"), "[data] eval"),
         calib_data=_path(base, data.get("calib"), "[data] calib"),
         finetune_data=_path(base, data.get("finetune"), "[data] finetune"),
@@ -214,12 +276,13 @@ def write_plan_copy(plan: Plan) -> Path:
     import json
 
     raw = json.loads(json.dumps(plan.raw))
-    for section, keys in (("model", ("path", "weights", "preprocess")),
-                          ("data", ("eval", "calib", "finetune"))):
-        for k in keys:
-            v = (raw.get(section) or {}).get(k)
+    base = plan.path.resolve().parent
+    tables = [raw.get("model") or {}, raw.get("data") or {}] + list(raw.get("models") or [])
+    for table in tables:
+        for k in ("path", "weights", "preprocess", "eval", "calib", "finetune"):
+            v = table.get(k)
             if isinstance(v, str) and not Path(v).is_absolute():
-                raw[section][k] = str((plan.path.resolve().parent / v).resolve())
+                table[k] = str((base / v).resolve())
     raw["require"] = None
     raw.pop("require")
     raw.setdefault("decide", {})["require"] = plan.require or ""

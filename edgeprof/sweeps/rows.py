@@ -52,7 +52,8 @@ def build_rows(records: list[dict[str, Any]], threads: int | None = None,
         if r["kind"] == "accuracy":
             x = row(r)
             x.update(accuracy=r["accuracy"], accuracy_ci=r["accuracy_ci"], n_accuracy=r["n"],
-                     correct=r.get("correct"))
+                     correct=r.get("correct"),
+                     eval_data=r.get("data_file_sha256") or r.get("data_sha256"))
         elif r["kind"] == "robustness":
             x = row(r)
             for k in ("mean_corruption_accuracy", "mean_corruption_accuracy_ci", "mce",

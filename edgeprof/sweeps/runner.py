@@ -94,7 +94,7 @@ class SweepRunner:
             if v.id not in {x.id for x in variants}:
                 variants.append(v)
                 self._fidelity_record(v)
-        self.counts["passes_run"] = sum(PASS_CALLS.values()) - ran_before
+        self.counts["passes_run"] += sum(PASS_CALLS.values()) - ran_before
         self.counts["variants"] = len(variants)
         return variants
 
@@ -203,27 +203,52 @@ class SweepRunner:
 
     # -- all ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        evaluation, calib, finetune = self.load_data()
-        root = open_root(self.cache, self.plan)
-        with scratch_dir() as tmp:
-            scratch = Path(tmp)
-            builder = Builder(self.cache, self.plan, root, calib, evaluation, finetune, scratch)
-            # a full disk stops the sweep at the end of the phase it happened in (what was
-            # measured is spilled, see ResultStore), not hours later
-            variants = self.build(builder)
-            self.store.check()
-            if self.plan.latency and variants:
-                self.latency(variants, evaluation)
-                self.store.check()
-            if self.plan.accuracy and evaluation is not None and variants:
-                self.accuracy(variants, evaluation, scratch)
-                self.store.check()
-            if evaluation is not None and variants:
-                self.robustness(variants, evaluation, scratch)
-                self.store.check()
+        """Every model of the plan (one, or each of ``[[models]]``): build its grid, measure
+        latency of all variants of all models in one interleaved run per data set, then
+        accuracy and robustness per model on its own data; decide across all of them."""
+        whole = self.plan
+        groups = []  # (model plan, root, variants, evaluation)
+        variants: list[Variant] = []
+        try:
+            with scratch_dir() as tmp:
+                scratch = Path(tmp)
+                for mp in whole.model_plans():
+                    self.plan = mp
+                    evaluation, calib, finetune = self.load_data()
+                    root = open_root(self.cache, mp)
+                    builder = Builder(self.cache, mp, root, calib, evaluation, finetune, scratch)
+                    # a full disk stops the sweep at the end of the phase it happened in (what
+                    # was measured is spilled, see ResultStore), not hours later
+                    built = [v for v in self.build(builder) if v.id not in {x.id for x in variants}]
+                    variants += built
+                    groups.append((mp, root, built, evaluation))
+                    self.store.check()
+                self.counts["variants"] = len(variants)
+                self.plan = whole
+                if whole.latency and variants:
+                    by_data: dict[Any, tuple[list[Variant], Dataset | None]] = {}
+                    for _mp, _root, vs, ev in groups:
+                        key = ev.sha256 if ev is not None else None
+                        by_data.setdefault(key, ([], ev))[0].extend(vs)
+                    for vs, ev in by_data.values():  # one interleaved run per input data
+                        if vs:
+                            self.latency(vs, ev)
+                    self.store.check()
+                for mp, _root, vs, ev in groups:
+                    self.plan = mp
+                    if mp.accuracy and ev is not None and vs:
+                        self.accuracy(vs, ev, scratch)
+                        self.store.check()
+                    if ev is not None and vs:
+                        self.robustness(vs, ev, scratch)
+                        self.store.check()
+        finally:
+            self.plan = whole
         self._phase("decide", "frontier and recommendation", 0.0)
         from .decide import decide
-        decision = decide(list(read_records(self.results_path)), self.plan, root.id,
-                          {v.id for v in variants})
+        root = groups[0][1]
+        decision = decide(list(read_records(self.results_path)), self.plan,
+                          root.id if len(groups) == 1 else None, {v.id for v in variants})
         self.progress("done", 1.0)
-        return {"variants": variants, "root": root, "decision": decision, "counts": self.counts}
+        return {"variants": variants, "root": root, "roots": [g[1] for g in groups],
+                "decision": decision, "counts": self.counts}

@@ -230,3 +230,51 @@ def test_report_lists_only_the_latest_runs_errors(tmp_path, monkeypatch):
     assert sum(x["kind"] == "error" for x in recs) == 2  # history stays in the results file
     assert "injected failure" not in (tmp_path / "out" / "summary.md").read_text()
     assert "injected failure" not in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_two_models_in_one_sweep_share_the_frontier_and_the_recommendation(tmp_path):
+    """[[models]]: the grid applies to each; drops against each family's own root; one frontier
+    (same evaluation data) and one recommendation per target across both architectures."""
+    from edgeprof.demo import DATA_DIR
+    from tests import tiny_models
+    tiny = tiny_models.tiny_cnn(tmp_path / "tiny.onnx", channels=1, size=28, classes=10)
+    f = tmp_path / "two.toml"
+    f.write_text(f'''
+name = "two"
+[[models]]
+path = "{DATA_DIR / 'fashion_cnn.onnx'}"
+preprocess = "{DATA_DIR / 'preprocess.toml'}"
+[[models]]
+name = "tiny"
+path = "{tiny}"
+[data]
+eval = "{DATA_DIR / 'eval.npz'}"
+[[variants]]
+precision = ["fp32", "fp16"]
+[measure]
+min_time = "0.1s"
+min_runs = 20
+cold_starts = 0
+accuracy_limit = 300
+[decide]
+require = "accuracy>=0.5"
+''')
+    r = run_sweep(tmp_path, f)
+    assert r.exit_code == 0, r.output
+    dec = json.loads((tmp_path / "out" / "decision.json").read_text())
+    labels = {row["label"] for row in dec["rows"]}
+    assert labels == {"fashion_cnn", "fashion_cnn fp16", "tiny", "tiny fp16"}
+    roots = {row["root_id"] for row in dec["rows"]}
+    assert len(roots) == 2 and dec["frontier"]["local"]["partitions"] == 1
+    assert all(row["accuracy_drop"] is not None for row in dec["rows"])
+    assert sum(row["is_baseline"] for row in dec["rows"]) == 2     # each family's own root
+    chosen = dec["recommendation"]["chosen_label"]
+    assert chosen.startswith("fashion_cnn")                        # tiny is random: acc ~10 %
+    front = set(dec["frontier"]["local"]["frontier"])
+    assert front & {row["variant_id"] for row in dec["rows"] if row["label"].startswith("fashion")}
+    # a model with its own evaluation rows gets its own frontier
+    f.write_text(f.read_text().replace('name = "tiny"', f'name = "tiny"\neval = "{DATA_DIR / "calib.npz"}"'))
+    r = run_sweep(tmp_path, f, "--out", str(tmp_path / "out2"))
+    assert r.exit_code == 0, r.output
+    dec = json.loads((tmp_path / "out2" / "decision.json").read_text())
+    assert dec["frontier"]["local"]["partitions"] == 2
