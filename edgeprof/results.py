@@ -14,7 +14,7 @@ from . import __version__
 from .errors import InputError
 
 SCHEMA = "edgeprof.result/1"
-KINDS = ("latency", "accuracy", "robustness", "fidelity", "env", "error")
+KINDS = ("latency", "accuracy", "robustness", "fidelity", "drift", "env", "error")
 KEY_FIELDS = ("variant_id", "target", "threads", "batch", "kind", "data_sha256")
 
 

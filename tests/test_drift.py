@@ -125,3 +125,27 @@ def test_tflite_is_not_yet_supported():
                 format="tflite", label="m full-int8")
     with pytest.raises(InputError, match="not yet"):
         _check_variant(v)
+
+
+def test_sweep_with_field_data_reports_drift_and_constrains_on_it(tmp_path):
+    """[data] field: every static int8 variant gets a drift record; fp32/fp16 clip nothing by
+    construction; field_clip is a constraint key and a report section."""
+    from tests.sweep_files import demo_sweep
+    ev = np.load(D["eval"])
+    x, y = ev["x"][:ROWS], ev["y"][:ROWS]
+    np.savez(tmp_path / "field.npz", y=y,
+             x=to_uint8(corrupt(to_float(x), "impulse_noise", 5, seed=0)))
+    f = demo_sweep(tmp_path / "s.toml", precisions='["fp32", "int8-static"]',
+                   measure="accuracy_limit = 200", require="field_clip<=1%")
+    f.write_text(f.read_text().replace("[data]\n", f'[data]\nfield = "{tmp_path / "field.npz"}"\n'))
+    r = CliRunner().invoke(cli, ["sweep", str(f), "--out", str(tmp_path / "out"), "--cache-dir",
+                                 str(tmp_path / "c"), "-q"])
+    assert r.exit_code == 0, r.output
+    dec = json.loads((tmp_path / "out" / "decision.json").read_text())
+    clip = {row["label"]: row["field_clip"] for row in dec["rows"]}
+    assert clip["fashion_cnn"] == 0.0
+    assert clip["fashion_cnn int8-static qdq per-channel"] > 0.01   # clips on noisy field rows
+    rec = dec["recommendation"]
+    assert rec["chosen_label"] == "fashion_cnn"                     # int8 misses field_clip<=1%
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "## Field data against the calibration set" in md and "clipping" in md

@@ -34,12 +34,13 @@ def latency_table(records: Iterable[dict[str, Any]]) -> Table:
     t = Table(title="latency per call (p50, p99 ± half-width of the 95 % bootstrap CI)",
               title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     t.add_column("model", overflow="fold", min_width=12)
+    t.add_column("target", overflow="fold")  # every row names the machine it was measured on
     for col in ("thr", "b", "p50", "p90", "p99", "n", "first", "cold", "RSS", "size"):
         t.add_column(col, justify="right", no_wrap=True)
     for r in sorted((r for r in records if r.get("kind") == "latency"),
-                    key=lambda r: (r["model"]["name"], r["threads"], r["batch"])):
+                    key=lambda r: (r["model"]["name"], r["target"], r["threads"], r["batch"])):
         s, m = r["stats"], r["model"]
-        t.add_row(m["name"], str(r["threads"]), str(r["batch"]), _ci(s, "p50"),
+        t.add_row(m["name"], str(r["target"]), str(r["threads"]), str(r["batch"]), _ci(s, "p50"),
                   fmt_seconds(s["p90_s"], compact=True), _ci(s, "p99"), str(s["n"]),
                   fmt_seconds(r.get("first_inference_s"), compact=True),
                   fmt_seconds(cold_median(r), compact=True),

@@ -22,7 +22,7 @@ CSV_COLUMNS = ("variant_id", "label", "target", "format", "runtime", "threads", 
                "model_bytes", "zlib_bytes", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
                "n_accuracy", "accuracy_drop", "mean_corruption_accuracy", "corruption_drop",
                "mce", "relative_mce", "attack_accuracy", "attack", "n_attack", "top1_agreement",
-               "sqnr_db", "n_fidelity", "on_frontier",
+               "sqnr_db", "n_fidelity", "field_clip", "on_frontier",
                "is_baseline", "errors")
 
 
@@ -153,11 +153,29 @@ def summary_md(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
         lines += ["", "## Why int8 is slower or less accurate here", ""]
         lines += [f"- `{d['code']}` ({labels_of(dec).get(d['variant_id'], d['variant_id'][:12])} "
                   f"@{d['target']}): {d['message']}. Try: {d['try_next']}." for d in diags]
+    drift = drift_rows(dec)
+    if drift:
+        lines += ["", "## Field data against the calibration set", "",
+                  "`field_clip`: the share of field rows in which the worst quantized tensor "
+                  "clips (outside the int8 range its calibration baked in).", ""]
+        for r in drift:
+            lines.append(f"- **{r['label']}**: field_clip {r['field_clip']:.1%}")
+            lines += [f"  - `{f['code']}`: {f['message']}. Try: {f['try_next']}."
+                      for f in r.get("drift_findings") or []]
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w[0]}: {w[1]}" for w in warnings]
     if errors:
         lines += ["", "## Errors", ""] + [f"- {e}" for e in errors]
     return "\n".join(lines) + "\n"
+
+
+def drift_rows(dec: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per variant with a drift measurement (drift is a fact of model and data)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in dec.get("rows", []):
+        if r.get("field_clip") is not None and r["variant_id"] not in seen:
+            seen[r["variant_id"]] = r
+    return sorted(seen.values(), key=lambda r: -r["field_clip"])
 
 
 def batch_text(dec: dict[str, Any]) -> str:
@@ -251,6 +269,18 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
             h.append("<tr>" + "".join(f"<td class=l>{_e(c)}</td>" for c in (
                 names.get(d["variant_id"], d["variant_id"][:12]), d["target"], d["code"],
                 d["message"], d["try_next"])) + "</tr>")
+        h.append("</table>")
+    drift = drift_rows(dec)
+    if drift:
+        h.append("<h2>Field data against the calibration set</h2><p class=muted>field_clip: the "
+                 "share of field rows in which the worst quantized tensor clips (outside the "
+                 "int8 range its calibration baked in).</p><table><tr><th>variant</th>"
+                 "<th>field_clip</th><th>finding</th><th>try next</th></tr>")
+        for r in drift:
+            fs = r.get("drift_findings") or [{"message": "no finding", "try_next": ""}]
+            for f in fs:
+                h.append("<tr>" + "".join(f"<td class=l>{_e(c)}</td>" for c in (
+                    r["label"], f"{r['field_clip']:.1%}", f["message"], f["try_next"])) + "</tr>")
         h.append("</table>")
     h.append("<h2>Plots</h2>")
     for img in images:

@@ -90,6 +90,7 @@ class Plan:
     raw: dict[str, Any] = field(default_factory=dict)
     models: list["ModelEntry"] = field(default_factory=list)
     model_name: str | None = None
+    field_data: Path | None = None     # rows from the field: drift of static int8 variants
 
     def model_plans(self) -> list["Plan"]:
         """One plan per model of a ``[[models]]`` sweep (the grid applies to each); the plan
@@ -258,6 +259,7 @@ def load_plan(path: str | Path, out_dir: Path | None = None) -> Plan:
         eval_data=_path(base, data.get("eval"), "[data] eval"),
         calib_data=_path(base, data.get("calib"), "[data] calib"),
         finetune_data=_path(base, data.get("finetune"), "[data] finetune"),
+        field_data=_path(base, data.get("field"), "[data] field"),
         recipes=recipes, targets=list(measure.get("targets", ["local"])),
         threads=ints("threads", [1]),
         batches=ints("batch", [1]) if "batch" in measure else None,  # None: each model's own
@@ -279,7 +281,7 @@ def write_plan_copy(plan: Plan) -> Path:
     base = plan.path.resolve().parent
     tables = [raw.get("model") or {}, raw.get("data") or {}] + list(raw.get("models") or [])
     for table in tables:
-        for k in ("path", "weights", "preprocess", "eval", "calib", "finetune"):
+        for k in ("path", "weights", "preprocess", "eval", "calib", "finetune", "field"):
             v = table.get(k)
             if isinstance(v, str) and not Path(v).is_absolute():
                 table[k] = str((base / v).resolve())

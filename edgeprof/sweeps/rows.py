@@ -76,10 +76,14 @@ def build_rows(records: list[dict[str, Any]], threads: int | None = None,
     if batch is None:
         per_row(list(rows.values()))
     fidelity = {r["variant_id"]: r for r in records if r["kind"] == "fidelity"}
+    drift = {r["variant_id"]: r for r in records if r["kind"] == "drift"}  # the latest per variant
     for x in rows.values():
         f = fidelity.get(x["variant_id"])
         if f is not None:
             x.update(fidelity_summary(f))
+        d = drift.get(x["variant_id"])
+        if d is not None:  # measured on the host: a fact of the model and the data
+            x.update(field_clip=d.get("field_clip"), drift_findings=d.get("findings") or [])
     return list(rows.values())
 
 

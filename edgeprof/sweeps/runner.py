@@ -201,6 +201,52 @@ class SweepRunner:
             self._phase("robustness", desc, frac)
         self.counts["robustness"] += run(self, variants, evaluation, scratch, prog)
 
+    def drift(self, variants: list[Variant], plan: Plan) -> None:
+        """Field rows against the calibration set (``[data] field``): clipped activations of
+        every static int8 ONNX variant (edgeprof.drift); variants without static activation
+        ranges (fp32, fp16, dynamic int8) clip nothing by construction and say so."""
+        import hashlib
+
+        from ..drift import drift
+        from ..data import load_npz
+        if plan.calib_data is None:
+            self._error("drift", "drift", EdgeprofError("[data] field needs [data] calib (the "
+                                                        "rows the int8 variants were calibrated on)"))
+            return
+        try:
+            field, calib = load_npz(plan.field_data), load_npz(plan.calib_data)
+        except EdgeprofError as exc:
+            self._error("drift", "drift", exc)
+            return
+        key_data = hashlib.sha256(f"{calib.sha256}:{field.sha256}".encode()).hexdigest()
+        for i, v in enumerate(variants):
+            self._phase("robustness", f"drift of {v.label}", 1.0)
+            if self.store.has((v.id, None, None, None, "drift", key_data)):
+                self.counts["skipped"] += 1
+                continue
+            static = v.pass_name == "quantize" and v.config.get("precision") == "int8-static"
+            base = dict(variant_id=v.id, root_id=v.root, target=None, threads=None, batch=None,
+                        data_sha256=key_data, calib_sha256=calib.sha256, field_sha256=field.sha256,
+                        model={"name": v.label, "format": v.format})
+            if v.format == "tflite" and v.config.get("precision") in ("int8-static", "int16x8"):
+                continue  # full-int8 TFLite ranges are not read yet: unknown, not zero
+            if not static:
+                self.store.append(new_record("drift", field_clip=0.0, findings=[],
+                                             note="no static activation ranges: nothing clips",
+                                             **base))
+                continue
+            try:
+                res = drift(v.id, calib.path, field.path, cache_dir=self.cache.root)
+            except EdgeprofError as exc:
+                self._error("drift", v.label, exc, v)
+                continue
+            d = res.to_dict()
+            worst = max((t["field_rows_share"] for t in d["tensors"]), default=0.0)
+            self.store.append(new_record(
+                "drift", field_clip=worst, overall=d["overall"], agreement=d["agreement"],
+                input_drift=d["input_drift"], findings=d["findings"],
+                tensors=d["tensors"][:10], thresholds=d["thresholds"], **base))
+
     # -- all ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Every model of the plan (one, or each of ``[[models]]``): build its grid, measure
@@ -241,6 +287,9 @@ class SweepRunner:
                         self.store.check()
                     if ev is not None and vs:
                         self.robustness(vs, ev, scratch)
+                        self.store.check()
+                    if mp.field_data is not None and vs:
+                        self.drift(vs, mp)
                         self.store.check()
         finally:
             self.plan = whole
