@@ -38,7 +38,8 @@ def report(results: Path, out: Path | None, require: str | None, baseline: str |
             self.require = req
     roots = {r.get("root_id") for r in records if r.get("root_id")}
     base = baseline or (next(iter(roots)) if len(roots) == 1 else None)
-    dec = decide(records, plan if plan is not None else _Bare(require), base)
+    dec = decide(records, plan if plan is not None else _Bare(require), base,
+                 side_dir=results.parent)
     out = out or results.parent
     name = title or (f"edgeprof sweep: {plan.name}" if plan is not None else f"edgeprof report: {results.name}")
     path = write_report(out, dec, results, title=name)

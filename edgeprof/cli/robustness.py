@@ -102,7 +102,7 @@ def robustness(ctx: click.Context, models: tuple[str, ...], data: Path, preproce
     store = ResultStore(results, wait=wait)
     try:
         target = get_target(target_name, targets_dir=targets_dir,
-                            accept_new_host_key=accept_new_host_key)
+                            accept_new_host_key=accept_new_host_key, wait=wait)
     except BaseException:
         store.release()
         raise

@@ -61,6 +61,8 @@ def accuracy_record(model: ModelRef, target: str, threads: int, data: Dataset,
     if data.y is None:
         raise InputError(f"{data.path}: has no labels 'y'; accuracy needs them")
     res = top1(logits, data.y[: len(logits)])
+    # per-row top-1: the same rows on two targets can then be compared (measure/parity.py)
+    res["pred"] = [int(v) for v in np.asarray(logits).argmax(axis=1)]
     return new_record("accuracy", variant_id=model.id, root_id=model.root_id or model.id, target=target, threads=threads,
                       batch=None, data_sha256=rows_sha256(data, len(logits)),
                       data_file_sha256=data.sha256,

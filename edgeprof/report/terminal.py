@@ -202,6 +202,10 @@ def print_decision(dec: dict[str, Any], counts: dict[str, int], console: Console
     for d in dec.get("diagnoses") or []:
         console.print(f"[yellow]int8[/] {names.get(d['variant_id'], d['variant_id'][:12])} "
                       f"@{d['target']}: {d['message']}; try: {d['try_next']}", highlight=False)
+    for f in dec.get("parity") or []:
+        if f.get("diverges"):
+            console.print(f"[yellow]host vs board[/] {f['message']}; try: {f['try_next']}",
+                          highlight=False)
     console.print("  " + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
     if report is not None:
         console.print(f"report: {report}", highlight=False)

@@ -153,6 +153,17 @@ def summary_md(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
         lines += ["", "## Why int8 is slower or less accurate here", ""]
         lines += [f"- `{d['code']}` ({labels_of(dec).get(d['variant_id'], d['variant_id'][:12])} "
                   f"@{d['target']}): {d['message']}. Try: {d['try_next']}." for d in diags]
+    parity = dec.get("parity") or []
+    if parity:
+        lines += ["", "## The host is not the board", "",
+                  f"Top-1 predictions compared across targets on the same rows for "
+                  f"{len(parity)} (variant, pair of targets); flagged when a variant disagrees "
+                  "beyond its fp32 root's own cross-target disagreement by 1 point (p < 0.01).",
+                  ""]
+        flagged = [f for f in parity if f.get("diverges")]
+        lines += [f"- **{f['label']}**: {f['message']}. Try: {f['try_next']}." for f in flagged]
+        if not flagged:
+            lines.append("- no variant diverges across targets beyond its fp32 root.")
     drift = drift_rows(dec)
     if drift:
         lines += ["", "## Field data against the calibration set", "",
@@ -269,6 +280,23 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
             h.append("<tr>" + "".join(f"<td class=l>{_e(c)}</td>" for c in (
                 names.get(d["variant_id"], d["variant_id"][:12]), d["target"], d["code"],
                 d["message"], d["try_next"])) + "</tr>")
+        h.append("</table>")
+    parity = dec.get("parity") or []
+    if parity:
+        h.append("<h2>The host is not the board</h2><p class=muted>Top-1 predictions of each "
+                 "variant compared across targets on the same rows, against its fp32 root's own "
+                 "cross-target disagreement (flagged: 1 point beyond it, p &lt; 0.01).</p>"
+                 "<table><tr><th>variant</th><th>targets</th><th>disagreement</th>"
+                 "<th>fp32 root</th><th>max output error</th><th>verdict</th></tr>")
+        for f in parity:
+            root = f.get("root_disagreement")
+            err = f.get("max_output_error")
+            cells = (f["label"], " vs ".join(f["targets"]), f"{f['disagreement']:.1%} of {f['n']}",
+                     "-" if root is None else f"{root:.1%}",
+                     "-" if err is None else f"{err:.2%} of range",
+                     f.get("message", "within the root's own difference") if f.get("diverges")
+                     else "within the root's own difference")
+            h.append("<tr>" + "".join(f"<td class=l>{_e(c)}</td>" for c in cells) + "</tr>")
         h.append("</table>")
     drift = drift_rows(dec)
     if drift:

@@ -11,10 +11,10 @@ from .rows import add_drops, build_rows
 
 def decide(records: list[dict[str, Any]], plan: Any, baseline_id: str | None,
            variant_ids: set[str] | None = None, threads: int | None = None,
-           batch: int | None = None) -> dict[str, Any]:
+           batch: int | None = None, side_dir: Any = None) -> dict[str, Any]:
     """Decisions for a sweep: its plan gives the batch, objectives, constraints and targets."""
     return decide_records(
-        records, objectives=getattr(plan, "objectives", None) or None,
+        records, side_dir=side_dir, objectives=getattr(plan, "objectives", None) or None,
         require=getattr(plan, "require", None), baseline_id=baseline_id,
         variant_ids=variant_ids, threads=threads,
         batch=batch if batch is not None else (min(plan.batches) if getattr(plan, "batches", None)
@@ -26,7 +26,8 @@ def decide(records: list[dict[str, Any]], plan: Any, baseline_id: str | None,
 def decide_records(records: list[dict[str, Any]], *, objectives: Any = None,
                    require: str | None = None, baseline_id: str | None = None,
                    variant_ids: set[str] | None = None, threads: int | None = None,
-                   batch: int | None = 1, targets: list[str] | None = None) -> dict[str, Any]:
+                   batch: int | None = 1, targets: list[str] | None = None,
+                   side_dir: Any = None) -> dict[str, Any]:
     """Rows per (variant, target), drops against each family's root (or ``baseline_id``), the
     noise-aware frontier over ``objectives`` ([(field, "min"|"max")]), one recommendation per
     target under ``require`` and the int8 diagnoses."""
@@ -71,10 +72,12 @@ def decide_records(records: list[dict[str, Any]], *, objectives: Any = None,
     for t, rec in recs.items():
         rec["target"] = t
     from ..measure.int8 import diagnose_rows
+    from ..measure.parity import divergence
     diagnoses = [d.to_dict() for d in diagnose_rows(rows, records)]
+    parity = divergence(records, side_dir)
     for r in rows:
         r.pop("samples_s", None)
     return {"rows": rows, "frontier": front, "recommendation": next(iter(recs.values())),
             "recommendations": recs,
             "require": require, "baseline": baseline_id,
-            "batch": b, "diagnoses": diagnoses}
+            "batch": b, "diagnoses": diagnoses, "parity": parity}

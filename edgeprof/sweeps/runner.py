@@ -36,6 +36,7 @@ class SweepRunner:
         self.plan, self.cache = plan, cache
         self.progress = progress or (lambda d, f: None)
         self.targets_dir = targets_dir
+        self.wait = wait
         try:
             plan.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -134,9 +135,30 @@ class SweepRunner:
             self.counts["errors"] += sum(r["kind"] == "error" for r in records)
             self.counts["skipped"] += len(skipped)
 
+    def _side_file(self, outputs: Any) -> str | None:
+        """Raw outputs beside the results (outputs/<sha256>.npz), for cross-target parity."""
+        import hashlib
+        import io
+
+        import numpy as np
+        arr = np.ascontiguousarray(outputs, dtype=np.float32)
+        name = f"outputs/{hashlib.sha256(arr.tobytes()).hexdigest()}.npz"
+        path = self.results_path.parent / name
+        if path.exists():
+            return name
+        try:
+            path.parent.mkdir(exist_ok=True)
+            buf = io.BytesIO()
+            np.savez_compressed(buf, outputs=arr)
+            from ..storage import write_output
+            write_output(path, lambda f: f.write(buf.getvalue()))
+        except (OSError, EdgeprofError):
+            return None  # parity then compares top-1 only
+        return name
+
     def _target(self, name: str):
         try:
-            return get_target(name, targets_dir=self.targets_dir)
+            return get_target(name, targets_dir=self.targets_dir, wait=self.wait)
         except TypeError:  # a build whose get_target takes no targets_dir
             return get_target(name)
 
@@ -172,8 +194,9 @@ class SweepRunner:
                                   inputs={"npz": npz}, spec=spec)
                         out = w.request("predict", npz=npz, start=0, stop=n, batch=250,
                                         spec=spec)["outputs"]
-                    rec = accuracy_record(self.cache.ref(v), tname, 1, evaluation,
-                                          decode_array(next(iter(out.values()))))
+                    logits = decode_array(next(iter(out.values())))
+                    rec = accuracy_record(self.cache.ref(v), tname, 1, evaluation, logits)
+                    rec["outputs_file"] = self._side_file(logits)
                     with lock:
                         self.store.append(rec)
                         self.counts["accuracy"] += 1
@@ -297,7 +320,8 @@ class SweepRunner:
         from .decide import decide
         root = groups[0][1]
         decision = decide(list(read_records(self.results_path)), self.plan,
-                          root.id if len(groups) == 1 else None, {v.id for v in variants})
+                          root.id if len(groups) == 1 else None, {v.id for v in variants},
+                          side_dir=self.results_path.parent)
         self.progress("done", 1.0)
         return {"variants": variants, "root": root, "roots": [g[1] for g in groups],
                 "decision": decision, "counts": self.counts}

@@ -18,7 +18,7 @@ R = TypeVar("R")
 
 def get_target(name: str = "local", threads_env: dict[str, str] | None = None,
                targets_dir: str | Path | None = None, accept_new_host_key: bool = False,
-               affinity: Sequence[int] | None = None):
+               affinity: Sequence[int] | None = None, wait: bool = False):
     """The target called ``name``: ``local``, or ``<name>.toml`` from the target folders.
     Nothing connects until the target is used."""
     if name in ("local", "", None):
@@ -31,7 +31,7 @@ def get_target(name: str = "local", threads_env: dict[str, str] | None = None,
 
     spec = load_target(name, targets_dir)
     return SshTarget(spec, accept_new_host_key=accept_new_host_key,
-                     affinity=tuple(affinity) if affinity else None)
+                     affinity=tuple(affinity) if affinity else None, wait=wait)
 
 
 def group_key(target: Any) -> tuple:

@@ -240,8 +240,10 @@ class SshTarget:
     """A board described by a target file. Connects on first use; ``close()`` when done."""
 
     def __init__(self, spec: TargetSpec, accept_new_host_key: bool = False,
-                 affinity: tuple[int, ...] | None = None):
+                 affinity: tuple[int, ...] | None = None, wait: bool = False):
         self.spec = spec
+        self.wait = wait
+        self._board_lock: Any = None
         self.name = spec.name
         self.threads = spec.threads
         self.runtime = spec.runtime
@@ -368,9 +370,27 @@ class SshTarget:
         self._sftp = sftp
         self.remote_work_dir = work
 
+    def claim(self) -> None:
+        """An exclusive claim on the board for this process (one lock file per host and port
+        in the cache's locks/ folder): two edgeprof runs never measure on one board at once,
+        each loading the machine the other times. Reentrant within a process."""
+        if self._board_lock is not None:
+            return
+        from ..storage import OutputLock
+        from ..variants.cache import cache_root
+        folder = cache_root() / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        where = folder / f"board-{self.spec.host}-{self.spec.port or 22}"
+        try:
+            self._board_lock = OutputLock(where, f"board {self.name}", self.wait)
+        except Exception as exc:
+            raise WorkerError(f"{self.name} ({self.spec.address}): {exc}".replace(
+                f"board {self.name} {where} is in use", "is in use")) from None
+
     def connect(self) -> None:
         """Open the connection and prepare the work directory (once; later calls reuse it).
         A failure is remembered, so the remaining configurations fail at once."""
+        self.claim()
         with self._lock:
             if self._fatal:
                 raise WorkerError(self._fatal)
@@ -474,6 +494,9 @@ class SshTarget:
             self._conns, self._sftp = [], None
             self._staged.clear()
         _OPEN_TARGETS.discard(self)
+        if self._board_lock is not None:
+            self._board_lock.release()
+            self._board_lock = None
 
         async def shut() -> None:
             for c in conns:

@@ -38,3 +38,10 @@ robustness = { corruptions = ["contrast"], severities = [1], limit = 100 }""")
     dec = json.loads((out / "decision.json").read_text())
     assert set(dec["recommendations"]) == {"local", "pi"}
     assert "on pi" in (out / "summary.md").read_text()
+    # cross-target parity: every variant compared on the same rows; the same files on the same
+    # kind of CPU agree, so nothing diverges, and the report says so
+    pairs = {(f["variant_id"], tuple(f["targets"])) for f in dec["parity"]}
+    assert pairs == {(vid, ("local", "pi")) for vid, _ in acc}
+    assert not any(f["diverges"] for f in dec["parity"])
+    assert all(f["max_output_error"] is not None for f in dec["parity"])
+    assert "no variant diverges across targets" in (out / "summary.md").read_text()

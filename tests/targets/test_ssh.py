@@ -392,3 +392,32 @@ def test_limited_board_throttles_and_reports_out_of_memory(board, models_dir, tm
     finally:
         small.stop()
         cg.remove()
+
+
+def test_a_board_in_use_by_another_run_is_refused_or_waited_for(board, models_dir, tmp_path):
+    """Two edgeprof runs never measure on one board at once: another process claims the board
+    (the real lock a run takes), a profile on it stops with one line, --wait queues behind it."""
+    import subprocess
+    import sys
+    import threading
+    code = ("import sys; from edgeprof.targets import get_target; "
+            "t = get_target('board', targets_dir=sys.argv[1]); t.claim(); print('held', flush=True); "
+            "sys.stdin.readline()")
+    other = subprocess.Popen([sys.executable, "-c", code, str(board.targets)], text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        model = str(models_dir / "cnn.onnx")
+        r = board.cli("profile", model, "--target", "board", *FAST)
+        assert r.exit_code == 1 and "is in use by another edgeprof run" in r.output
+        assert r.output.count("\n") == 1
+
+        def release():
+            other.stdin.write("\n")
+            other.stdin.flush()
+        threading.Timer(1.0, release).start()
+        r = board.cli("profile", model, "--target", "board", "--wait", *FAST)
+        assert r.exit_code == 0, r.output
+    finally:
+        other.kill()
+        other.wait()
