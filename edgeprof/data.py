@@ -25,6 +25,7 @@ class Dataset:
     y: np.ndarray | None = None       # int64 labels (N,)
     sha256: str = ""
     classes: list[str] = field(default_factory=list)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # y_<name> (and y_<name>_offsets)
 
     @property
     def n(self) -> int:
@@ -96,6 +97,7 @@ def load_npz(path: str | Path) -> Dataset:
     if not arrays:
         raise InputError(f"{p}: holds no arrays")
     y = arrays.pop("y", None)
+    labels = {k: arrays.pop(k) for k in [k for k in arrays if k.startswith("y_")]}
     if not arrays:
         raise InputError(f"{p}: has labels 'y' but no inputs (expected 'x' or one key per input)")
     for k, a in arrays.items():
@@ -110,7 +112,15 @@ def load_npz(path: str | Path) -> Dataset:
         if y.shape != (n,):
             raise InputError(f"{p}: labels 'y' have shape {y.shape}, expected ({n},)")
         y = y.astype(np.int64)
-    return Dataset(path=p.resolve(), x=arrays, y=y, sha256=file_sha256(p))
+    for k, a in labels.items():  # task labels: (N, ...) per row, or flat values plus offsets
+        if a.dtype.kind not in "iuf" or (a.dtype.kind == "f" and not np.all(np.isfinite(a))):
+            raise InputError(f"{p}: labels '{k}' must be finite numbers (got {a.dtype})")
+        if k.endswith("_offsets"):
+            if a.shape != (n + 1,) or a.dtype.kind not in "iu":
+                raise InputError(f"{p}: '{k}' must hold {n + 1} integer row offsets")
+        elif f"{k}_offsets" not in labels and len(a) != n:
+            raise InputError(f"{p}: labels '{k}' have {len(a)} rows, the inputs {n}")
+    return Dataset(path=p.resolve(), x=arrays, y=y, sha256=file_sha256(p), labels=labels)
 
 
 def load_image_folder(root: Path) -> Dataset:

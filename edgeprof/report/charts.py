@@ -46,6 +46,14 @@ def latency_vs_accuracy(rows: list[dict[str, Any]], out: Path) -> list[str]:
     """Each variant a numbered point with both confidence intervals; the key lists the numbers
     (labels beside crowded points would overlap)."""
     pts = [r for r in rows if r.get("p50_s") is not None and r.get("accuracy") is not None]
+    k, scale, ylabel = "accuracy", 100, "top-1 accuracy (%), 95 % Wilson CI"
+    if not pts:  # a task metric other than top-1: its own figure and unit
+        pts = [r for r in rows if r.get("p50_s") is not None and r.get("score") is not None]
+        if pts:
+            m = pts[0].get("metric", "score")
+            k, scale = "score", 1
+            ylabel = (f"{m} (95 % CI, " + ("higher" if pts[0].get("higher_is_better", True)
+                                          else "lower") + " is better)")
     if not pts:
         return []
     plt = _plt()
@@ -56,9 +64,9 @@ def latency_vs_accuracy(rows: list[dict[str, Any]], out: Path) -> list[str]:
         tp = sorted([r for r in pts if r["target"] == target], key=lambda r: r["p50_s"])
         key = []
         for i, r in enumerate(tp, 1):
-            x, y = r["p50_s"] * 1e3, r["accuracy"] * 100
+            x, y = r["p50_s"] * 1e3, r[k] * scale
             xe = [[max(0.0, x - r["p50_ci"][0] * 1e3)], [max(0.0, r["p50_ci"][1] * 1e3 - x)]]
-            ye = [[y - r["accuracy_ci"][0] * 100], [r["accuracy_ci"][1] * 100 - y]]
+            ye = [[max(0.0, y - r[k + "_ci"][0] * scale)], [max(0.0, r[k + "_ci"][1] * scale - y)]]
             front = r.get("on_frontier")
             ax.errorbar([x], [y], xerr=xe, yerr=ye, fmt="o" if front else "s",
                         color="C3" if front else "0.55", ms=7 if front else 5, capsize=3,
@@ -70,11 +78,12 @@ def latency_vs_accuracy(rows: list[dict[str, Any]], out: Path) -> list[str]:
                        + ("  (baseline)" if r.get("is_baseline") else ""))
         fr = sorted([r for r in tp if r.get("on_frontier")], key=lambda r: r["p50_s"])
         if len(fr) > 1:
-            ax.plot([r["p50_s"] * 1e3 for r in fr], [r["accuracy"] * 100 for r in fr], "--",
+            ax.plot([r["p50_s"] * 1e3 for r in fr], [r[k] * scale for r in fr], "--",
                     color="C3", lw=1, zorder=1)
         ax.set_xlabel("p50 latency per call (ms), 95 % CI")
-        ax.set_ylabel("top-1 accuracy (%), 95 % Wilson CI")
-        ax.set_title(f"latency vs accuracy on {target} (red: frontier)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"latency vs {'accuracy' if k == 'accuracy' else pts[0].get('metric')} on "
+                     f"{target} (red: frontier)")
         ax.grid(alpha=0.3)
         ax.text(1.02, 1.0, "\n".join(key), transform=ax.transAxes, va="top", ha="left",
                 fontsize=7, family="monospace")

@@ -18,6 +18,7 @@ from ..units import fmt_bytes, fmt_seconds
 from . import charts
 
 CSV_COLUMNS = ("variant_id", "label", "target", "format", "runtime", "threads", "batch",
+               "metric", "score", "score_drop",
                "p50_s", "p50_ci_low_s", "p50_ci_high_s", "p99_s", "n_latency", "peak_rss_bytes",
                "model_bytes", "zlib_bytes", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
                "n_accuracy", "accuracy_drop", "mean_corruption_accuracy", "corruption_drop",
@@ -53,6 +54,27 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         flat["errors"] = " | ".join(r.get("errors") or [])
         w.writerow(["" if flat.get(c) is None else flat.get(c) for c in CSV_COLUMNS])
     write_text(path, buf.getvalue())
+
+
+def metric_name(rows: list[dict[str, Any]]) -> str:
+    """The task metric of the rows ('accuracy' for top-1)."""
+    return next((r["metric"] for r in rows if r.get("metric") not in (None, "top1")), "accuracy")
+
+
+def _score(r: dict[str, Any]) -> str:
+    """The accuracy cell: top-1 as a percentage, another metric as its value, both with the CI."""
+    if r.get("metric") in (None, "top1"):
+        return _pct(r.get("accuracy")) + _ci_pct(r.get("accuracy_ci"))
+    if r.get("score") is None:
+        return "-"
+    ci = r.get("score_ci")
+    return f"{r['score']:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
+
+
+def _drop(r: dict[str, Any]) -> str:
+    if r.get("metric") in (None, "top1"):
+        return _pct(r.get("accuracy_drop"))
+    return "-" if r.get("score_drop") is None else f"{r['score_drop']:+.4g}"
 
 
 def _fidelity(r: dict[str, Any]) -> str:
@@ -110,15 +132,15 @@ def _recommendation_md(dec: dict[str, Any]) -> list[str]:
 
 
 def _rows_md(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["| variant | target | p50 [95 % CI] | n | accuracy [95 % CI] | n | drop | corruption acc. | "
+    out = [f"| variant | target | p50 [95 % CI] | n | {metric_name(rows)} [95 % CI] | n | drop | corruption acc. | "
            "drop | attacked acc. | agreement / SQNR | peak RSS | size | frontier |",
            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|"]
     for r in sorted(rows, key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
         out.append(
             f"| {r['label']}{' (baseline)' if r.get('is_baseline') else ''} | {r['target']} | "
             f"{fmt_seconds(r.get('p50_s'))}{_ci_s(r.get('p50_ci'))} | {r.get('n_latency', '-')} | "
-            f"{_pct(r.get('accuracy'))}{_ci_pct(r.get('accuracy_ci'))} | {r.get('n_accuracy', '-')} | "
-            f"{_pct(r.get('accuracy_drop'))} | {_pct(r.get('mean_corruption_accuracy'))} | "
+            f"{_score(r)} | {r.get('n_accuracy', '-')} | "
+            f"{_drop(r)} | {_pct(r.get('mean_corruption_accuracy'))} | "
             f"{_pct(r.get('corruption_drop'))} | "
             f"{'-' if r.get('attack_accuracy') is None else _pct(r['attack_accuracy']) + ' (' + r['attack'] + ')'} | "
             f"{_fidelity(r)} | {fmt_bytes(r.get('peak_rss_bytes'))} | "
@@ -239,15 +261,16 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
              f"</code>. Agreement / SQNR: top-1 agreement and signal-to-quantization-noise ratio of "
              f"the first output against the fp32 root, measured when the variant was built. "
              f"Frontier: not dominated beyond the confidence intervals.</p><table><tr>")
-    cols = ("variant", "target", "p50 [95 % CI]", "n", "accuracy [95 % CI]", "n", "acc. drop",
+    cols = ("variant", "target", "p50 [95 % CI]", "n", f"{metric_name(dec['rows'])} [95 % CI]", "n",
+            "drop",
             "corruption acc.", "corr. drop", "mCE", "attacked acc.", "agreement / SQNR",
             "peak RSS", "size", "frontier")
     h += [f"<th>{_e(c)}</th>" for c in cols] + ["</tr>"]
     for r in sorted(dec["rows"], key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
         cells = [r["label"] + (" (baseline)" if r.get("is_baseline") else ""), r["target"],
                  fmt_seconds(r.get("p50_s")) + _ci_s(r.get("p50_ci")), r.get("n_latency", "-"),
-                 _pct(r.get("accuracy")) + _ci_pct(r.get("accuracy_ci")), r.get("n_accuracy", "-"),
-                 _pct(r.get("accuracy_drop")), _pct(r.get("mean_corruption_accuracy")),
+                 _score(r), r.get("n_accuracy", "-"),
+                 _drop(r), _pct(r.get("mean_corruption_accuracy")),
                  _pct(r.get("corruption_drop")),
                  "-" if r.get("mce") is None else f"{r['mce']:.3f}",
                  "-" if r.get("attack_accuracy") is None else

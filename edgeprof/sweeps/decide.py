@@ -36,6 +36,13 @@ def decide_records(records: list[dict[str, Any]], *, objectives: Any = None,
     b = batch
     rows = build_rows(records, threads=threads, batch=b)
     add_drops(rows, baseline_id)
+    metrics = {r.get("metric") for r in rows if r.get("metric")}
+    if not objectives and metrics - {"top1"}:
+        # a task metric replaces top-1 among the default objectives, in its own direction
+        higher = next((r["higher_is_better"] for r in rows if r.get("metric") not in (None, "top1")),
+                      True)
+        objectives = tuple(("score", "max" if higher else "min") if k == "accuracy" else (k, d)
+                           for k, d in DEFAULT_OBJECTIVES)
     objectives = objectives or DEFAULT_OBJECTIVES
     front = {}
     for target in sorted({r["target"] for r in rows}):

@@ -8,7 +8,7 @@ from typing import Any
 
 DEFAULT_OBJECTIVES = (("p50_s", "min"), ("peak_rss_bytes", "min"), ("model_bytes", "min"),
                       ("accuracy", "max"), ("mean_corruption_accuracy", "max"))
-CI_FIELDS = {"p50_s": "p50_ci", "p99_s": "p99_ci", "accuracy": "accuracy_ci",
+CI_FIELDS = {"p50_s": "p50_ci", "p99_s": "p99_ci", "accuracy": "accuracy_ci", "score": "score_ci",
              "mean_corruption_accuracy": "mean_corruption_accuracy_ci"}
 
 

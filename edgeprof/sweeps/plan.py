@@ -91,6 +91,7 @@ class Plan:
     models: list["ModelEntry"] = field(default_factory=list)
     model_name: str | None = None
     field_data: Path | None = None     # rows from the field: drift of static int8 variants
+    metric: str = "top1"               # the task metric of the accuracy phase (edgeprof.metrics)
 
     def model_plans(self) -> list["Plan"]:
         """One plan per model of a ``[[models]]`` sweep (the grid applies to each); the plan
@@ -183,6 +184,22 @@ def _expand(entry: dict[str, Any], where: str) -> list[Recipe]:
     return out
 
 
+def _metric(value: Any, base: Path, p: Path) -> str:
+    """[measure] metric, checked now (a typo fails before any work); a user metric's file path
+    is made absolute against the sweep file."""
+    from ..metrics import get_metric
+    if not isinstance(value, str):
+        raise InputError(f"{p}: [measure] metric must be a string, e.g. \"top1\" or \"mae\"")
+    mod, _, fn = value.rpartition(":")
+    if mod.endswith(".py") and not Path(mod).is_absolute():
+        value = f"{(base / mod).resolve()}:{fn}"
+    try:
+        get_metric(value)
+    except InputError as exc:
+        raise InputError(f"{p}: [measure] {exc}".replace("--metric ", "metric ")) from None
+    return value
+
+
 def _path(base: Path, value: Any, where: str) -> Path | None:
     if value is None:
         return None
@@ -267,6 +284,7 @@ def load_plan(path: str | Path, out_dir: Path | None = None) -> Plan:
         min_runs=int(measure.get("min_runs", 50)), cold_starts=int(measure.get("cold_starts", 1)),
         latency=bool(measure.get("latency", True)), accuracy=bool(measure.get("accuracy", True)),
         accuracy_limit=measure.get("accuracy_limit"),
+        metric=_metric(measure.get("metric", "top1"), base, p),
         robustness=measure.get("robustness"), attacks=measure.get("attacks"),
         require=decide.get("require"), objectives=objectives,
         out_dir=out_dir or Path(raw.get("out") or f"reports/{name}"), raw=raw)

@@ -13,7 +13,7 @@ from .rows import ALIASES
 _OPS = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b,
         ">": lambda a, b: a > b}
 FRACTION_KEYS = {"accuracy_drop", "corruption_drop", "accuracy", "mean_corruption_accuracy",
-                 "relative_mce", "ece", "field_clip"}
+                 "relative_mce", "ece", "field_clip", "score", "score_drop"}
 BYTE_KEYS = {"peak_rss_bytes", "model_bytes", "zlib_bytes"}
 SECOND_KEYS = {"p50_s", "p99_s"}
 

@@ -11,7 +11,7 @@ from ..results import latest_run_errors
 ALIASES = {"latency": "p50_s", "p50": "p50_s", "p99": "p99_s", "peak_rss": "peak_rss_bytes",
            "memory": "peak_rss_bytes", "size": "model_bytes", "model_size": "model_bytes",
            "accuracy": "accuracy", "mca": "mean_corruption_accuracy",
-           "corruption_accuracy": "mean_corruption_accuracy"}
+           "corruption_accuracy": "mean_corruption_accuracy", "metric_drop": "score_drop"}
 
 
 def build_rows(records: list[dict[str, Any]], threads: int | None = None,
@@ -51,9 +51,14 @@ def build_rows(records: list[dict[str, Any]], threads: int | None = None,
     for r in records:
         if r["kind"] == "accuracy":
             x = row(r)
-            x.update(accuracy=r["accuracy"], accuracy_ci=r["accuracy_ci"], n_accuracy=r["n"],
-                     correct=r.get("correct"),
-                     eval_data=r.get("data_file_sha256") or r.get("data_sha256"))
+            x.update(n_accuracy=r["n"], eval_data=r.get("data_file_sha256") or r.get("data_sha256"))
+            if "score" in r:  # a task metric other than top-1 (edgeprof.metrics)
+                x.update(score=r["score"], score_ci=r["score_ci"], metric=r["metric"],
+                         higher_is_better=r["higher_is_better"])
+            else:
+                x.update(accuracy=r["accuracy"], accuracy_ci=r["accuracy_ci"],
+                         correct=r.get("correct"), score=r["accuracy"],
+                         score_ci=r["accuracy_ci"], metric="top1", higher_is_better=True)
         elif r["kind"] == "robustness":
             x = row(r)
             for k in ("mean_corruption_accuracy", "mean_corruption_accuracy_ci", "mce",
@@ -141,6 +146,11 @@ def add_drops(rows: list[dict[str, Any]], baseline_id: str | None = None) -> str
             chosen = chosen or base["variant_id"]
             if r.get("accuracy") is not None and base.get("accuracy") is not None:
                 r["accuracy_drop"] = base["accuracy"] - r["accuracy"]
+            if r.get("score") is not None and base.get("score") is not None and \
+                    r.get("metric") == base.get("metric"):
+                # how much worse than the baseline, whichever way the metric points
+                d = base["score"] - r["score"]
+                r["score_drop"] = d if r.get("higher_is_better", True) else -d
             if r.get("mean_corruption_accuracy") is not None and \
                     base.get("mean_corruption_accuracy") is not None:
                 r["corruption_drop"] = base["mean_corruption_accuracy"] - r["mean_corruption_accuracy"]

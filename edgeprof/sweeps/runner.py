@@ -163,16 +163,21 @@ class SweepRunner:
             return get_target(name)
 
     def accuracy(self, variants: list[Variant], evaluation: Dataset, scratch: Path) -> None:
-        """Top-1 accuracy of every variant on every target, two variants at a time (each in its
-        own worker: nothing here is timed, so the two cores may share the work)."""
+        """The plan's metric (top-1 by default) of every variant on every target, two variants
+        at a time (each in its own worker: nothing here is timed, so the two cores may share
+        the work). ``agreement`` scores against the fp32 root's outputs, so the root goes first."""
+        import hashlib
         from concurrent.futures import ThreadPoolExecutor
 
+        from ..metrics import get_metric, labels_of
         from ..targets.worker import decode_array
 
-        if evaluation.y is None:
+        metric = get_metric(self.plan.metric)
+        if metric.name == "top1" and evaluation.y is None:
             return
         n = min(evaluation.n, self.plan.accuracy_limit or evaluation.n)
         raw_dtype = next(iter(evaluation.x.values())).dtype.name
+        labels = labels_of(evaluation, n)
         lock = threading.Lock()
         for tname in self.plan.targets:
             try:
@@ -180,23 +185,49 @@ class SweepRunner:
             except EdgeprofError:
                 continue
             key_data = rows_sha256(evaluation, n)
+            if metric.name != "top1":  # another metric is another measurement
+                key_data = hashlib.sha256(f"{key_data}:{metric.name}".encode()).hexdigest()
             todo = [v for v in variants
                     if not self.store.has((v.id, tname, 1, None, "accuracy", key_data))]
+            if metric.needs_reference:
+                todo.sort(key=lambda v: v.id != v.root)
             self.counts["skipped"] += len(variants) - len(todo)
             npz = target.stage(evaluation.npz_path(scratch)) if todo else None
             done = [0]
+            refs: dict[str, dict[str, Any]] = {}
+
+            def outputs_of(v: Variant, tname: str, target: Any, npz: Any) -> dict[str, Any]:
+                spec = spec_for_worker(v.input_spec, raw_dtype)
+                with target.start_worker(f"{v.label} accuracy") as w:
+                    w.request("load", path=target.stage(v.path), threads=1, batch=None,
+                              inputs={"npz": npz}, spec=spec)
+                    out = w.request("predict", npz=npz, start=0, stop=n, batch=250,
+                                    spec=spec)["outputs"]
+                return {k: decode_array(a) for k, a in out.items()}
 
             def one(v: Variant, tname: str = tname, target: Any = target, npz: Any = npz) -> None:
-                spec = spec_for_worker(v.input_spec, raw_dtype)
                 try:
-                    with target.start_worker(f"{v.label} accuracy") as w:
-                        w.request("load", path=target.stage(v.path), threads=1, batch=None,
-                                  inputs={"npz": npz}, spec=spec)
-                        out = w.request("predict", npz=npz, start=0, stop=n, batch=250,
-                                        spec=spec)["outputs"]
-                    logits = decode_array(next(iter(out.values())))
-                    rec = accuracy_record(self.cache.ref(v), tname, 1, evaluation, logits)
-                    rec["outputs_file"] = self._side_file(logits)
+                    outs = outputs_of(v, tname, target, npz)
+                    first = next(iter(outs.values()))
+                    if metric.name == "top1":
+                        rec = accuracy_record(self.cache.ref(v), tname, 1, evaluation, first)
+                    else:
+                        lab = dict(labels)
+                        if metric.needs_reference:
+                            root = refs.get(v.root)
+                            if root is None and v.id != v.root:
+                                root = outputs_of(self.cache.get(v.root), tname, target, npz)
+                            lab.update({f"ref:{k}": a for k, a in (root or outs).items()})
+                        ref = self.cache.ref(v)
+                        rec = new_record(
+                            "accuracy", variant_id=v.id, root_id=v.root, target=tname, threads=1,
+                            batch=None, data_sha256=key_data, data_file_sha256=evaluation.sha256,
+                            model={"name": ref.name, "path": str(ref.path), "format": ref.format,
+                                   "model_bytes": ref.model_bytes, "zlib_bytes": ref.zlib_bytes},
+                            **metric.score(outs, lab))
+                    if v.id == v.root:
+                        refs[v.id] = outs
+                    rec["outputs_file"] = self._side_file(first)
                     with lock:
                         self.store.append(rec)
                         self.counts["accuracy"] += 1
@@ -205,7 +236,10 @@ class SweepRunner:
                         self._error("accuracy", v.label, exc, v, tname)
                 with lock:
                     done[0] += 1
-                    self._phase("accuracy", f"{tname}: accuracy of {v.label}", done[0] / len(todo))
+                    self._phase("accuracy", f"{tname}: {metric.name} of {v.label}",
+                                done[0] / len(todo))
+            if metric.needs_reference and todo and todo[0].id == todo[0].root:
+                one(todo.pop(0))  # the root's outputs first: the others are scored against them
             with ThreadPoolExecutor(max_workers=2) as pool:
                 list(pool.map(one, todo))
 

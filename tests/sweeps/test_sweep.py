@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import numpy as np
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -278,3 +280,35 @@ require = "accuracy>=0.5"
     assert r.exit_code == 0, r.output
     dec = json.loads((tmp_path / "out2" / "decision.json").read_text())
     assert dec["frontier"]["local"]["partitions"] == 2
+
+
+def test_a_regression_metric_drives_the_sweep(tmp_path):
+    """[measure] metric = a user metric from a file (here: mean squared error of the logits
+    against per-row targets y_logits, lower is better): every table names it, drops point the
+    metric's way, the frontier and the recommendation use it."""
+    from edgeprof.demo import DATA_DIR
+    ev = np.load(DATA_DIR / "eval.npz")
+    x = ev["x"][:200]
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "reg.npz", x=x, y_logits=rng.standard_normal((200, 10)).astype(np.float32))
+    (tmp_path / "m.py").write_text(
+        "import numpy as np\n"
+        "def mse(outputs, labels):\n"
+        "    return ((outputs['logits'] - labels['y_logits']) ** 2).mean(axis=1)\n"
+        "mse.lower_is_better = True\n")
+    f = demo_sweep(tmp_path / "s.toml", precisions='["fp32", "fp16"]',
+                   measure='metric = "m.py:mse"', require="score_drop<=0.5")
+    f.write_text(f.read_text().replace(str(DATA_DIR / "eval.npz"), str(tmp_path / "reg.npz"))
+                 .replace(f'calib = "{DATA_DIR / "calib.npz"}"\n', ""))
+    r = run_sweep(tmp_path, f)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out"
+    recs = [x for x in read_records(out / "results.jsonl") if x["kind"] == "accuracy"]
+    assert len(recs) == 2 and all(x["metric"].endswith("m.py:mse") and not x["higher_is_better"]
+                                  for x in recs)
+    dec = json.loads((out / "decision.json").read_text())
+    assert ("score", "min") in [tuple(o) for o in dec["frontier"]["local"]["objectives"]]
+    base = next(x for x in dec["rows"] if x["is_baseline"])
+    assert base["score_drop"] == 0 and dec["recommendation"]["chosen"]
+    md = (out / "summary.md").read_text()
+    assert "m.py:mse [95 % CI]" in md
