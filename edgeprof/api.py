@@ -69,7 +69,8 @@ class Latency:
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Top-1 accuracy of a variant on a target with its 95 % Wilson CI."""
+    """The task metric of a variant on a target with its 95 % CI: top-1 accuracy (Wilson) by
+    default, else ``metric`` (``accuracy`` then holds that metric's figure)."""
     variant_id: str
     name: str
     target: str
@@ -77,12 +78,17 @@ class Accuracy:
     accuracy_ci: tuple[float, float]
     n: int
     correct: int | None
+    metric: str = "top1"
+    higher_is_better: bool = True
 
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> "Accuracy":
+        other = "score" in r
         return cls(variant_id=r["variant_id"], name=(r.get("model") or {}).get("name", ""),
-                   target=r["target"], accuracy=r["accuracy"],
-                   accuracy_ci=_tuple(r["accuracy_ci"]), n=r["n"], correct=r.get("correct"))
+                   target=r["target"], accuracy=r["score"] if other else r["accuracy"],
+                   accuracy_ci=_tuple(r["score_ci"] if other else r["accuracy_ci"]), n=r["n"],
+                   correct=r.get("correct"), metric=r.get("metric", "top1"),
+                   higher_is_better=r.get("higher_is_better", True))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -232,10 +238,20 @@ def profile(models: PathLike | Sequence[PathLike], *, targets: str | Sequence[st
 
 def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
              targets: str | Sequence[str] = "local", limit: int | None = None,
+             metric: str = "top1",
              results: PathLike | None = None, cache_dir: PathLike | None = None,
              targets_dir: PathLike | None = None, progress: Progress | None = None) -> Results:
-    """Top-1 accuracy (95 % Wilson CI) of ``models`` on the first ``limit`` labelled rows of
-    ``data``, computed from the outputs of the runtime on each target."""
+    """Top-1 accuracy (95 % Wilson CI), or another task ``metric`` (edgeprof.metrics: topk:K,
+    mae, rmse, miou, module:function; its CI from the rows) of ``models`` on the first
+    ``limit`` labelled rows of ``data``, computed from the outputs of the runtime on each
+    target. Records of another metric hold ``metric``, ``score``, ``score_ci``."""
+    import hashlib
+
+    from .metrics import get_metric, labels_of
+    m = get_metric(metric)
+    if m.needs_reference:
+        from .errors import InputError
+        raise InputError("metric agreement compares with the fp32 root: use it in a sweep")
     import tempfile
 
     from .data import load_npz
@@ -261,7 +277,10 @@ def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
                     if progress:
                         progress(f"{name}: accuracy of {ref.name}",
                                  (ti + i / len(refs)) / len(tnames))
-                    if store.has((ref.id, name, 1, None, "accuracy", rows_sha256(ds, n))):
+                    key = rows_sha256(ds, n)
+                    if m.name != "top1":
+                        key = hashlib.sha256(f"{key}:{m.name}".encode()).hexdigest()
+                    if store.has((ref.id, name, 1, None, "accuracy", key)):
                         continue
                     spec = spec_for_worker(ref.input_spec, raw_dtype)
                     with t.start_worker(f"{ref.name} accuracy") as w:
@@ -269,7 +288,18 @@ def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
                                   inputs={"npz": npz}, spec=spec)
                         got = w.request("predict", npz=npz, start=0, stop=n, batch=250,
                                         spec=spec)["outputs"]
-                    rec = accuracy_record(ref, name, 1, ds, decode_array(next(iter(got.values()))))
+                    outs = {k: decode_array(a) for k, a in got.items()}
+                    if m.name == "top1":
+                        rec = accuracy_record(ref, name, 1, ds, next(iter(outs.values())))
+                    else:
+                        from .results import new_record
+                        rec = new_record(
+                            "accuracy", variant_id=ref.id, root_id=ref.root_id or ref.id,
+                            target=name, threads=1, batch=None, data_sha256=key,
+                            data_file_sha256=ds.sha256,
+                            model={"name": ref.name, "path": str(ref.path), "format": ref.format,
+                                   "model_bytes": ref.model_bytes, "zlib_bytes": ref.zlib_bytes},
+                            **m.score(outs, labels_of(ds, n)))
                     store.append(rec)
                     out.append(rec)
             finally:

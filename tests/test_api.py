@@ -61,3 +61,11 @@ def test_example_percent_script_runs(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert "recommended: fashion_cnn" in p.stdout
     assert (tmp_path / "nb" / "frontier.png").stat().st_size > 1000
+
+
+def test_accuracy_with_a_task_metric(models_dir, image_data, tmp_path):
+    top1 = edgeprof.accuracy(models_dir / "cnn.onnx", image_data)
+    top2 = edgeprof.accuracy(models_dir / "cnn.onnx", image_data, metric="topk:2")
+    (a,), (b,) = top1.accuracy, top2.accuracy
+    assert a.metric == "top1" and b.metric == "topk:2" and b.accuracy >= a.accuracy
+    assert b.n == a.n == 20 and b.accuracy_ci[0] <= b.accuracy <= b.accuracy_ci[1]
