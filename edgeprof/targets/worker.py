@@ -266,13 +266,39 @@ def throttled(vcgencmd=None):
     return {"value": parsed[0], "flags": parsed[1]}
 
 
+def power(root="/"):
+    """Power and energy sensors: hwmon ``power*_input`` (microwatts; INA219/INA226/INA3221 on
+    boards) and ``energy*_input`` (microjoules), and RAPL ``energy_uj`` counters under
+    /sys/class/powercap (x86, when readable). Returns ({sensor: watts}, {sensor: joules})."""
+    watts, joules = {}, {}
+    for d in sorted(glob.glob(_p(root, "/sys/class/hwmon/hwmon*"))):
+        name = read_text(os.path.join(d, "name")) or os.path.basename(d)
+        for f in sorted(glob.glob(os.path.join(d, "power*_input"))):
+            v = read_int(f)
+            if v is not None:
+                watts["%s:%s" % (name, os.path.basename(f)[:-6])] = v / 1e6
+        for f in sorted(glob.glob(os.path.join(d, "energy*_input"))):
+            v = read_int(f)
+            if v is not None:
+                joules["%s:%s" % (name, os.path.basename(f)[:-6])] = v / 1e6
+    for d in sorted(glob.glob(_p(root, "/sys/class/powercap/*"))):
+        v = read_int(os.path.join(d, "energy_uj"))
+        if v is None or ":" in os.path.basename(d).split("rapl:", 1)[-1]:
+            continue  # package domains only: their subzones are parts of the same energy
+        name = read_text(os.path.join(d, "name")) or os.path.basename(d)
+        joules["rapl:" + name] = v / 1e6
+    return watts, joules
+
+
 def snapshot(root="/", vcgencmd=None):
-    """Cheap state that can drift during a run: frequencies, temperatures, throttling."""
+    """Cheap state that can drift during a run: frequencies, temperatures, throttling, power."""
     freq = cpufreq(root)
+    watts, joules = power(root)
     return {"t_unix_s": time.time(),
             "cur_hz": {k: v["cur_hz"] for k, v in freq.items()} or None,
             "temp_c": thermal(root) or None,
-            "throttled": throttled(vcgencmd)}
+            "throttled": throttled(vcgencmd),
+            "power_w": watts or None, "energy_j": joules or None}
 
 
 def runtime_versions():
@@ -322,7 +348,8 @@ def static_env(root="/"):
     env["unavailable"] = sorted(
         [k for k in ("cpu_model", "cpu_features", "governors", "max_hz", "mem_total_bytes")
          if env[k] is None]
-        + [k for k in ("cur_hz", "temp_c", "throttled") if snap[k] is None])
+        + [k for k in ("cur_hz", "temp_c", "throttled") if snap[k] is None]
+        + (["power"] if snap["power_w"] is None and snap["energy_j"] is None else []))
     env["snapshot"] = snap
     return env
 
@@ -822,6 +849,8 @@ class Worker:
         return {"env": static_env(req.get("root") or self.sysfs_root)}
 
     def cmd_load(self, req):
+        if req.get("sysfs_root"):  # a fake /sys and /proc tree (tests)
+            self.sysfs_root = req["sysfs_root"]
         rss0, _ = memory_bytes()
         t0 = time.perf_counter()
         self.rt = rt = open_runtime(req["path"], req.get("runtime"), req.get("threads", 1),

@@ -1,0 +1,166 @@
+"""Sustained load: what a board does after minutes of continuous inference (heat, frequency caps,
+throttling), and energy per inference where a sensor exists.
+
+``run_sustained`` keeps one worker busy for a duration in rounds (the worker reads temperature,
+frequency, throttle flags and power/energy sensors before and after every round, outside the
+timed loop); the analysis is pure functions over the recorded rounds: per-window latency, burst
+p50 (first window) against steady-state p50 (last third), time to the first throttle flag and to
+the first frequency drop, and energy: mean active power, idle power measured before, and joules
+per inference with a bootstrap CI over rounds. Ctrl-C keeps the rounds measured so far (the
+record is marked ``interrupted``)."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+FREQ_DROP = 0.05          # a frequency 5 % below the first window's counts as a drop
+THROTTLE_FLAGS = {"throttled", "arm frequency capped", "soft temperature limit"}
+
+
+def _max_temp(snap: dict[str, Any]) -> float | None:
+    temps = list((snap.get("temp_c") or {}).values())
+    return max(temps) if temps else None
+
+
+def _mean_freq(snap: dict[str, Any]) -> float | None:
+    f = [v for v in (snap.get("cur_hz") or {}).values() if v]
+    return sum(f) / len(f) if f else None
+
+
+def _energy(snap: dict[str, Any]) -> float | None:
+    e = snap.get("energy_j") or {}
+    return sum(e.values()) if e else None
+
+
+def _power(snap: dict[str, Any]) -> float | None:
+    w = snap.get("power_w") or {}
+    return sum(w.values()) if w else None
+
+
+def windows(rounds: list[dict[str, Any]], window_s: float) -> list[dict[str, Any]]:
+    """Rounds ({t0, t1, samples_s, before, after}) grouped into windows of ``window_s`` from the
+    first round's start: p50 of the window's samples, temperature, frequency, throttle flags."""
+    if not rounds:
+        return []
+    start = rounds[0]["t0"]
+    out: dict[int, dict[str, Any]] = {}
+    for r in rounds:
+        k = int((r["t0"] - start) // window_s)
+        w = out.setdefault(k, {"t_s": k * window_s, "samples_s": [], "temp_c": [], "hz": [],
+                               "flags": set()})
+        w["samples_s"] += list(r["samples_s"])
+        for snap in (r["before"], r["after"]):
+            t, f = _max_temp(snap), _mean_freq(snap)
+            if t is not None:
+                w["temp_c"].append(t)
+            if f is not None:
+                w["hz"].append(f)
+            w["flags"] |= set(((snap.get("throttled") or {}).get("flags")) or [])
+    res = []
+    for k in sorted(out):
+        w = out[k]
+        res.append({"t_s": w["t_s"], "n": len(w["samples_s"]),
+                    "p50_s": float(np.median(w["samples_s"])) if w["samples_s"] else None,
+                    "temp_c": max(w["temp_c"]) if w["temp_c"] else None,
+                    "cur_hz": min(w["hz"]) if w["hz"] else None,
+                    "throttle_flags": sorted(w["flags"])})
+    return res
+
+
+def summarize(wins: list[dict[str, Any]]) -> dict[str, Any]:
+    """Burst (first window) against steady state (last third of the windows), and when the board
+    first throttled or dropped its frequency."""
+    if not wins:
+        return {"windows": 0}
+    third = wins[-max(1, len(wins) // 3):]
+    burst = wins[0]["p50_s"]
+    steady = float(np.median([w["p50_s"] for w in third if w["p50_s"] is not None]))
+    f0 = wins[0]["cur_hz"]
+    drop = next((w["t_s"] for w in wins if f0 and w["cur_hz"] and w["cur_hz"] < f0 * (1 - FREQ_DROP)),
+                None)
+    thr = next((w["t_s"] for w in wins if THROTTLE_FLAGS & set(w["throttle_flags"])), None)
+    temps = [w["temp_c"] for w in wins if w["temp_c"] is not None]
+    return {"windows": len(wins), "burst_p50_s": burst, "steady_p50_s": steady,
+            "steady_over_burst": steady / burst if burst else None,
+            "first_frequency_drop_s": drop, "first_throttle_s": thr,
+            "temp_start_c": temps[0] if temps else None, "temp_end_c": temps[-1] if temps else None,
+            "temp_max_c": max(temps) if temps else None}
+
+
+def energy(rounds: list[dict[str, Any]], idle: list[dict[str, Any]], batch: int = 1,
+           seed: int = 0) -> dict[str, Any]:
+    """Mean power during the rounds and joules per inference (energy counters where they exist,
+    else the mean of power readings before and after each round), idle power subtracted as its
+    own figure; a 95 % bootstrap CI over rounds."""
+    per_round_w, per_round_j = [], []
+    for r in rounds:
+        dt = r["t1"] - r["t0"]
+        e0, e1 = _energy(r["before"]), _energy(r["after"])
+        if e0 is not None and e1 is not None and e1 >= e0 and dt > 0:
+            w = (e1 - e0) / dt
+        else:
+            p = [x for x in (_power(r["before"]), _power(r["after"])) if x is not None]
+            if not p:
+                continue
+            w = sum(p) / len(p)
+        calls = len(r["samples_s"])
+        if calls:
+            per_round_w.append(w)
+            per_round_j.append(w * dt / (calls * batch))
+    if not per_round_w:
+        return {"available": False,
+                "reason": "no power or energy sensor on this target (hwmon power*/energy*, "
+                          "powercap energy_uj, or a target's energy_command)"}
+    idle_w = None
+    if len(idle) >= 2:
+        e0, e1 = _energy(idle[0]), _energy(idle[-1])
+        dt = idle[-1]["t_unix_s"] - idle[0]["t_unix_s"]
+        if e0 is not None and e1 is not None and e1 >= e0 and dt > 0:
+            idle_w = (e1 - e0) / dt
+        else:
+            p = [x for x in (_power(s) for s in idle) if x is not None]
+            idle_w = sum(p) / len(p) if p else None
+    rng = np.random.default_rng(seed)
+    j = np.asarray(per_round_j)
+    boot = j[rng.integers(0, len(j), size=(2000, len(j)))].mean(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    out = {"available": True, "mean_w": float(np.mean(per_round_w)), "n_rounds": len(j),
+           "joules_per_inference": float(j.mean()), "joules_per_inference_ci": [float(lo), float(hi)],
+           "idle_w": idle_w}
+    if idle_w is not None:
+        frac = max(0.0, 1 - idle_w / out["mean_w"]) if out["mean_w"] else 0.0
+        out["active_joules_per_inference"] = out["joules_per_inference"] * frac
+    return out
+
+
+def run_sustained(worker: Any, duration_s: float, round_s: float = 0.5, window_s: float = 10.0,
+                  idle_s: float = 1.0, batch: int = 1,
+                  progress: Callable[[str, float], None] | None = None) -> dict[str, Any]:
+    """Continuous rounds on a loaded worker for ``duration_s``; idle power first. Returns the
+    rounds and their analysis; on Ctrl-C, what was measured so far with ``interrupted``."""
+    idle = [worker.request("env")["env"]["snapshot"]]
+    time.sleep(idle_s)
+    idle.append(worker.request("env")["env"]["snapshot"])
+    rounds: list[dict[str, Any]] = []
+    est = 1e-3
+    t_start = time.monotonic()
+    interrupted = False
+    try:
+        while time.monotonic() - t_start < duration_s:
+            n = max(1, min(100_000, int(round_s / max(est, 1e-7))))
+            t0 = time.time()
+            rep = worker.request("round", n=n)
+            t1 = time.time()
+            rounds.append({"t0": t0, "t1": t1, "samples_s": rep["samples_s"],
+                           "before": rep["before"], "after": rep["after"]})
+            est = float(np.median(rep["samples_s"]))
+            if progress:
+                progress("sustained load", min(1.0, (time.monotonic() - t_start) / duration_s))
+    except KeyboardInterrupt:
+        interrupted = True
+    wins = windows(rounds, window_s)
+    return {"rounds": rounds, "windows": wins, "summary": summarize(wins),
+            "energy": energy(rounds, idle, batch), "interrupted": interrupted,
+            "duration_s": (rounds[-1]["t1"] - rounds[0]["t0"]) if rounds else 0.0}
