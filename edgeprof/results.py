@@ -15,7 +15,9 @@ from .errors import InputError
 
 SCHEMA = "edgeprof.result/1"
 KINDS = ("latency", "accuracy", "robustness", "fidelity", "drift", "env", "error")
-KEY_FIELDS = ("variant_id", "target", "threads", "batch", "kind", "data_sha256")
+# ``mode`` tells a sustained-load latency record from a burst one (absent: burst, as in every
+# record written before it existed, so earlier results files resume unchanged)
+KEY_FIELDS = ("variant_id", "target", "threads", "batch", "kind", "data_sha256", "mode")
 
 
 def new_record(kind: str, **fields: Any) -> dict[str, Any]:
@@ -151,7 +153,8 @@ class ResultStore:
         os.truncate(self.path, cut)
 
     def has(self, key: tuple) -> bool:
-        return key in self._keys
+        """Keys given without the later fields (``mode``) mean their default (None)."""
+        return tuple(key) + (None,) * (len(KEY_FIELDS) - len(key)) in self._keys
 
     def append(self, rec: dict[str, Any]) -> None:
         for k, v in self.stamp.items():

@@ -1,4 +1,5 @@
-"""``edgeprof targets list`` and ``edgeprof targets check NAME``."""
+"""``edgeprof targets list`` and ``edgeprof targets check NAME`` (target files, or the hosts of
+an Ansible inventory with ``--inventory FILE [--group G]``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,16 @@ import click
 _TARGETS_DIR = click.option("--targets-dir", type=click.Path(path_type=Path, file_okay=False),
                             help="Look for NAME.toml here first (then ./targets, then the "
                                  "user config dir).")
+_INVENTORY = click.option("--inventory", type=click.Path(path_type=Path, exists=True),
+                          help="An Ansible inventory (YAML or INI, needs edgeprof[inventory]): "
+                               "its hosts are the targets, named by inventory hostname.")
+_GROUP = click.option("--group", default=None, metavar="GROUP",
+                      help="The inventory group (children included) to use; default: all.")
+
+
+def _group_needs_inventory(inventory: Path | None, group: str | None) -> None:
+    if group is not None and inventory is None:
+        raise click.UsageError("--group selects hosts of an --inventory; give --inventory too")
 
 
 @click.group("targets")
@@ -17,11 +28,31 @@ def targets() -> None:
 
 @targets.command("list")
 @_TARGETS_DIR
-def list_cmd(targets_dir: Path | None) -> None:
-    """The targets found, with the file each comes from (nothing is contacted)."""
+@_INVENTORY
+@_GROUP
+def list_cmd(targets_dir: Path | None, inventory: Path | None, group: str | None) -> None:
+    """The targets found, with the file each comes from (nothing is contacted). With
+    --inventory: the hosts of the group, with address, python and threads."""
     from ..errors import EdgeprofError
     from ..targets.config import list_target_files, load_target_file, search_dirs
 
+    _group_needs_inventory(inventory, group)
+    if inventory is not None:
+        from ..targets.inventory import host_names, host_spec, load_inventory
+
+        inv = load_inventory(inventory)
+        names = host_names(inv, group or "all")
+        click.echo(f"{'name':<16} {'address':<32} {'python':<32} threads")
+        for name in names:
+            try:
+                spec = host_spec(inv, name)
+            except EdgeprofError as exc:
+                click.echo(f"{name:<16} (invalid) {exc}")
+                continue
+            threads = ",".join(map(str, spec.threads)) if spec.threads else "-"
+            click.echo(f"{name:<16} {spec.address:<32} {spec.python:<32} {threads}")
+        click.echo(f"inventory: {inventory}, group {group or 'all'}: {len(names)} hosts")
+        return
     click.echo(f"{'local':<16} {'this machine':<32} built in")
     for name, path in sorted(list_target_files(targets_dir).items()):
         try:
@@ -38,24 +69,74 @@ def _fmt_gib(n: int | None) -> str:
 
 
 @targets.command("check")
-@click.argument("name")
+@click.argument("name", required=False)
 @_TARGETS_DIR
+@_INVENTORY
+@_GROUP
 @click.option("--accept-new-host-key", is_flag=True,
               help="First contact: record the board's host key in its known_hosts file "
                    "(a changed key is still refused).")
-def check_cmd(name: str, targets_dir: Path | None, accept_new_host_key: bool) -> None:
+def check_cmd(name: str | None, targets_dir: Path | None, inventory: Path | None,
+              group: str | None, accept_new_host_key: bool) -> None:
     """Connect to NAME and report what it is (architecture, CPU and its features, memory, OS,
     Python, numpy and runtime versions, governor, temperature, throttling) and what it lacks;
-    exit 1 when it cannot profile."""
-    from ..errors import WorkerError
-    from ..targets import check_target, describe_cpu_features, get_target
+    exit 1 when it cannot profile. With --inventory: NAME is one of its hosts, or without NAME
+    every host of --group is checked (different boards at once) and the exit is 1 when any
+    cannot profile."""
+    from ..errors import EdgeprofError, WorkerError
+    from ..targets import (check_target, get_target, run_per_target,
+                           targets_from_inventory)
 
-    tgt = get_target(name, targets_dir=targets_dir, accept_new_host_key=accept_new_host_key)
-    try:
-        rep = check_target(tgt)
-    finally:
-        if hasattr(tgt, "close"):
-            tgt.close()
+    _group_needs_inventory(inventory, group)
+    if name is None and inventory is None:
+        raise click.UsageError("give a target NAME, or --inventory FILE [--group GROUP]")
+    if name is not None and group is not None:
+        raise click.UsageError("give either NAME or --group, not both")
+    if name is not None:
+        tgt = get_target(name, targets_dir=targets_dir, accept_new_host_key=accept_new_host_key,
+                         inventory=inventory)
+        try:
+            rep = check_target(tgt)
+        finally:
+            if hasattr(tgt, "close"):
+                tgt.close()
+        fatal = _print_report(rep)
+        if fatal:
+            raise WorkerError(fatal)
+        return
+
+    tgts = targets_from_inventory(inventory, group or "all",
+                                  accept_new_host_key=accept_new_host_key)
+
+    def check_one(t):
+        try:
+            return check_target(t)
+        finally:
+            t.close()
+
+    failed = []
+    for t, rep in zip(tgts, run_per_target(tgts, check_one)):
+        if isinstance(rep, BaseException):
+            click.echo(f"{t.name}  {t.spec.address}")
+            msg = str(rep) if isinstance(rep, EdgeprofError) else f"{type(rep).__name__}: {rep}"
+            click.echo(f"  error: {msg}")
+            failed.append(t.name)
+        else:
+            fatal = _print_report(rep)
+            if fatal:
+                click.echo(f"  not ready: {fatal}")
+                failed.append(t.name)
+    where = f"of group {group or 'all'} in {inventory}"
+    if failed:
+        raise WorkerError(f"{len(failed)} of {len(tgts)} hosts {where} cannot profile: "
+                          + ", ".join(failed))
+    click.echo(f"ready: all {len(tgts)} hosts {where} can profile")
+
+
+def _print_report(rep: dict) -> str | None:
+    """Print one ``check_target`` report; the one-line reason it cannot profile, or None."""
+    from ..targets import describe_cpu_features
+
     row = lambda k, v: click.echo(f"  {k:<14} {v}")  # noqa: E731
     head = rep["name"] + (f"  {rep['address']}" if rep.get("address") else "")
     click.echo(head + (f"  ({rep['description']})" if rep.get("description") else ""))
@@ -99,6 +180,7 @@ def check_cmd(name: str, targets_dir: Path | None, accept_new_host_key: bool) ->
         click.echo(f"  missing {what}: install it with  {cmd}")
     if rep["fatal"]:
         fixes = "; ".join(cmd for _, cmd in rep["missing"])
-        raise WorkerError(f"{rep['name']} cannot profile: {rep['fatal']}"
-                          + (f" (install: {fixes})" if fixes else ""))
+        return (f"{rep['name']} cannot profile: {rep['fatal']}"
+                + (f" (install: {fixes})" if fixes else ""))
     click.echo(f"  ready: {rep['name']} can profile")
+    return None

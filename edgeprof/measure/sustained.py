@@ -163,4 +163,46 @@ def run_sustained(worker: Any, duration_s: float, round_s: float = 0.5, window_s
     wins = windows(rounds, window_s)
     return {"rounds": rounds, "windows": wins, "summary": summarize(wins),
             "energy": energy(rounds, idle, batch), "interrupted": interrupted,
+            "window_s": window_s,
             "duration_s": (rounds[-1]["t1"] - rounds[0]["t0"]) if rounds else 0.0}
+
+
+def sustained_record(ref: Any, target: str, threads: int, batch: int, res: dict[str, Any],
+                     load: dict[str, Any], env: dict[str, Any] | None, data_sha256: str | None,
+                     cap_per_window: int = 2000) -> dict[str, Any]:
+    """A latency record with ``mode = "sustained"``: the windows (raw samples capped per window;
+    the statistics of each window are computed before capping), the summary, energy, and a
+    state series for the report's board-state plot. Interrupted runs say so (a rerun measures
+    them again)."""
+    from ..results import new_record
+    from .stats import summarize as stats_of
+
+    samples = [s for r in res["rounds"] for s in r["samples_s"]]
+    wins = []
+    for w, r in zip(res["windows"], _window_samples(res["rounds"], res["windows"],
+                                                    res["window_s"])):
+        wins.append(dict(w, samples_s=r[:cap_per_window], samples_capped=len(r) > cap_per_window))
+    series = [[s["t_unix_s"], _max_temp(s), _mean_freq(s), (s.get("throttled") or {}).get("value")]
+              for r in res["rounds"] for s in (r["before"], r["after"])]
+    rec = new_record(
+        "latency", mode="sustained", variant_id=ref.id, root_id=ref.root_id or ref.id,
+        target=target, threads=threads, batch=batch, data_sha256=data_sha256,
+        model={"name": ref.name, "path": str(ref.path), "format": ref.format,
+               "model_bytes": ref.model_bytes, "zlib_bytes": ref.zlib_bytes},
+        runtime=load.get("runtime"), runtime_version=load.get("runtime_version"),
+        stats=stats_of(samples) if samples else None, duration_s=res["duration_s"],
+        windows=wins, sustained=res["summary"], energy=res["energy"], state_series=series,
+        interrupted=res["interrupted"], env=env, samples_s=[], warnings=[])
+    return rec
+
+
+def _window_samples(rounds: list[dict[str, Any]], wins: list[dict[str, Any]],
+                    window_s: float) -> list[list[float]]:
+    """The raw samples of each window (the grouping of ``windows``)."""
+    if not rounds:
+        return [[] for _ in wins]
+    start = rounds[0]["t0"]
+    out: dict[float, list[float]] = {}
+    for r in rounds:
+        out.setdefault(int((r["t0"] - start) // window_s) * window_s, []).extend(r["samples_s"])
+    return [out.get(w["t_s"], []) for w in wins]

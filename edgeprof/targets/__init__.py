@@ -18,8 +18,10 @@ R = TypeVar("R")
 
 def get_target(name: str = "local", threads_env: dict[str, str] | None = None,
                targets_dir: str | Path | None = None, accept_new_host_key: bool = False,
-               affinity: Sequence[int] | None = None, wait: bool = False):
-    """The target called ``name``: ``local``, or ``<name>.toml`` from the target folders.
+               affinity: Sequence[int] | None = None, wait: bool = False,
+               inventory: str | Path | None = None):
+    """The target called ``name``: ``local``, the host ``name`` of the Ansible ``inventory``
+    when one is given, else ``<name>.toml`` from the target folders.
     Nothing connects until the target is used."""
     if name in ("local", "", None):
         if affinity:
@@ -29,9 +31,26 @@ def get_target(name: str = "local", threads_env: dict[str, str] | None = None,
     from .config import load_target
     from .ssh import SshTarget
 
-    spec = load_target(name, targets_dir)
+    if inventory is not None:
+        from .inventory import inventory_target
+        spec = inventory_target(inventory, name)
+    else:
+        spec = load_target(name, targets_dir)
     return SshTarget(spec, accept_new_host_key=accept_new_host_key,
                      affinity=tuple(affinity) if affinity else None, wait=wait)
+
+
+def targets_from_inventory(path: str | Path, group: str = "all",
+                           accept_new_host_key: bool = False, wait: bool = False,
+                           affinity: Sequence[int] | None = None) -> list[Any]:
+    """Every host of ``group`` in the Ansible inventory ``path`` as an SshTarget named by its
+    inventory hostname (checked like a target file; nothing connects yet)."""
+    from .inventory import inventory_targets
+    from .ssh import SshTarget
+
+    return [SshTarget(spec, accept_new_host_key=accept_new_host_key,
+                      affinity=tuple(affinity) if affinity else None, wait=wait)
+            for spec in inventory_targets(path, group)]
 
 
 def group_key(target: Any) -> tuple:

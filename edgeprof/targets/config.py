@@ -11,7 +11,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import InputError
 
@@ -96,13 +96,26 @@ def load_target_file(path: Path) -> TargetSpec:
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML: {exc}")
     name = path.name[:-len(".toml")] if path.name.endswith(".toml") else path.stem
-
-    def where(key: str) -> str:
-        return f"{path}: {key}"
-
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
-        raise InputError(f"{where(unknown[0])}: unknown key (known: {', '.join(sorted(_KEYS))})")
+        raise InputError(f"{path}: {unknown[0]}: unknown key (known: {', '.join(sorted(_KEYS))})")
+    if "name" in raw and raw["name"] != name:
+        raise InputError(f"{path}: name: {raw['name']!r} must match the file name ({name!r})")
+    return spec_from_dict(raw, name, path)
+
+
+def spec_from_dict(raw: dict[str, Any], name: str, source: Path, origin: str | None = None,
+                   keys: Mapping[str, str] | None = None, base: Path | None = None) -> TargetSpec:
+    """Check the keys of one target (as a target file gives them) and build its spec. Errors are
+    one line ``ORIGIN: KEY: problem``; ``origin`` defaults to ``source``, ``keys`` renames keys
+    in messages (an inventory's ``edgeprof_threads``), relative local paths are under ``base``
+    (default: ``source``'s folder)."""
+    origin = str(source) if origin is None else origin
+    keys = keys or {}
+
+    def where(key: str) -> str:
+        head, dot, tail = key.partition(".")
+        return f"{origin}: {keys.get(head, head)}{dot}{tail}"
 
     def text(key: str, default: str | None = None) -> str | None:
         v = raw.get(key, default)
@@ -116,10 +129,8 @@ def load_target_file(path: Path) -> TargetSpec:
             raise InputError(f"{where(key)}: expected a number of seconds from {lo:g} to {hi:g}")
         return float(v)
 
-    if "name" in raw and text("name") != name:
-        raise InputError(f"{where('name')}: {raw['name']!r} must match the file name ({name!r})")
     if not _NAME.fullmatch(name) or name == "local":
-        raise InputError(f"{path}: {name!r} cannot name a target (letters, digits, . _ -; "
+        raise InputError(f"{origin}: {name!r} cannot name a target (letters, digits, . _ -; "
                          "'local' is built in)")
     host = text("host")
     if not host or not host.strip() or any(c.isspace() for c in host) or host.startswith("-"):
@@ -161,9 +172,9 @@ def load_target_file(path: Path) -> TargetSpec:
             raise InputError(f"{where('env.' + k)}: not a valid environment variable name")
         if not isinstance(v, (str, int, float)) or isinstance(v, bool):
             raise InputError(f"{where('env.' + k)}: expected a string")
-    base = path.parent
+    base = Path(source).parent if base is None else base
     return TargetSpec(
-        name=name, host=host, source=path, port=port, user=user,
+        name=name, host=host, source=Path(source), port=port, user=user,
         identity_file=_local_path(raw["identity_file"], where("identity_file"), base)
         if "identity_file" in raw else None,
         known_hosts=_local_path(raw["known_hosts"], where("known_hosts"), base)
