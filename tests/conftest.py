@@ -82,5 +82,5 @@ def image_data(tmp_path_factory) -> Path:
     return d / "gray.npz"
 
 
-FAST = ["--min-time", "0.05s", "--min-runs", "20", "--warmup-max-time", "0.5s", "--cold-starts", "0",
-        "-q"]
+FAST = ["--min-time", "0.05s", "--max-time", "0.5s", "--min-runs", "20", "--processes", "1",
+        "--warmup-max-time", "0.5s", "--cold-starts", "0", "-q"]

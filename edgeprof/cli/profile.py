@@ -15,7 +15,14 @@ import click
               help="Concrete shape for an input with dynamic dims (repeatable).")
 @click.option("--data", type=click.Path(path_type=Path), help="Real inputs: .npz or image folder.")
 @click.option("--preprocess", type=click.Path(path_type=Path), help="InputSpec TOML for --data.")
-@click.option("--min-time", default="2s", show_default=True, help="Measure at least this long.")
+@click.option("--processes", default=3, show_default=True, type=click.IntRange(1, 64),
+              help="Fresh worker processes per configuration; the CI spans their differences.")
+@click.option("--rel-ci", default="1%", show_default=True,
+              help="Stop when the p50 CI half-width is this share of p50 (0: stop at the minimums).")
+@click.option("--min-time", default="0.2s", show_default=True,
+              help="Measure each configuration at least this long.")
+@click.option("--max-time", default="10s", show_default=True,
+              help="Measure each configuration at most this long (precision not reached: warned).")
 @click.option("--min-runs", default=50, show_default=True, type=int, help="At least this many runs.")
 @click.option("--max-runs", default=10_000, show_default=True, type=int, help="At most this many.")
 @click.option("--warmup-max-time", default="10s", show_default=True,
@@ -44,8 +51,9 @@ import click
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.pass_context
 def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: str | None,
-            shapes: tuple[str, ...], data: Path | None, preprocess: Path | None, min_time: str,
-            min_runs: int, max_runs: int, warmup_max_time: str, runtime: str, op_profile: bool,
+            shapes: tuple[str, ...], data: Path | None, preprocess: Path | None, processes: int,
+            rel_ci: str, min_time: str, max_time: str, min_runs: int, max_runs: int,
+            warmup_max_time: str, runtime: str, op_profile: bool,
             cold_starts: int, target_names: tuple[str, ...], targets_dir: Path | None,
             accept_new_host_key: bool, affinity: str | None, seed: int,
             json_out: Path | None, results: Path | None, cache_dir: Path | None, wait: bool,
@@ -57,7 +65,7 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
     from ..inputspec import load_spec
     from ..measure.profiler import Settings
     from ..results import ResultStore, check_writable
-    from ..units import parse_duration_s, parse_int_list, parse_shape
+    from ..units import parse_duration_s, parse_fraction, parse_int_list, parse_shape
     from ..variants.family import resolve_models
 
     s = Settings(
@@ -65,6 +73,8 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
         batches=tuple(parse_int_list(batch, "--batch", 1, 65536)) if batch else None,
         shapes=dict(parse_shape(t) for t in shapes),
         min_time_s=parse_duration_s(min_time, "--min-time", 0.0, 3600.0),
+        max_time_s=parse_duration_s(max_time, "--max-time", 0.0, 36000.0),
+        rel_ci=parse_fraction(rel_ci, "--rel-ci"), processes=processes,
         min_runs=min_runs, max_runs=max_runs,
         warmup_max_s=parse_duration_s(warmup_max_time, "--warmup-max-time", 0.0, 600.0),
         seed=seed, op_profile=op_profile, cold_starts=cold_starts,
@@ -74,6 +84,10 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
     if not 1 <= max_runs <= 10_000_000 or max_runs < min_runs:
         raise InputError(f"--max-runs {max_runs} must be at least --min-runs ({min_runs}) "
                          "and at most 10000000")
+    if not 0.0 <= s.rel_ci < 1.0:
+        raise InputError(f"--rel-ci {rel_ci} is out of range (0, off, to below 100%)")
+    if s.max_time_s < s.min_time_s:
+        raise InputError(f"--max-time {max_time} must be at least --min-time ({min_time})")
     if preprocess and not data:
         raise InputError("--preprocess applies to --data; give --data too")
     if json_out:

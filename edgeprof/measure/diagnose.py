@@ -10,12 +10,13 @@ UNSTABLE_IQR_FRACTION = 0.10
 SLOW_FIRST_FACTOR = 10.0
 FREQ_CHANGE_FRACTION = 0.05
 OUTLIER_FRACTION = 0.02      # a few slow runs are normal on any OS; many mean interference
+PROCESS_VARIANCE_FACTOR = 2.0  # two-level CI this many times the single-process one: say so
 
 
 @dataclass(frozen=True)
 class Diagnosis:
     code: str      # unstable | slow_first_run | few_samples_p99 | throttled | frequency_changed |
-                   # warmup_not_settled | outliers
+                   # warmup_not_settled | outliers | process_variance | precision_not_reached
     message: str
 
     def to_dict(self) -> dict[str, str]:
@@ -29,7 +30,7 @@ def _throttle_flags(snap: dict[str, Any] | None) -> list[str]:
 
 def diagnose(stats: dict[str, Any], samples_s: Sequence[float], first_inference_s: float | None,
              snapshots: Sequence[dict[str, Any]] = (), warmup_settled: bool = True,
-             warmup_runs: int = 0) -> list[Diagnosis]:
+             warmup_runs: int = 0, stop_rule: dict[str, Any] | None = None) -> list[Diagnosis]:
     out: list[Diagnosis] = []
     p50 = stats["p50_s"]
     if p50 > 0 and stats["iqr_s"] / p50 > UNSTABLE_IQR_FRACTION:
@@ -48,6 +49,7 @@ def diagnose(stats: dict[str, Any], samples_s: Sequence[float], first_inference_
     if len(idx) > OUTLIER_FRACTION * len(samples_s):
         out.append(Diagnosis("outliers", f"{len(idx)} outliers ({len(idx) / len(samples_s):.0%} of "
                              "samples, modified z-score > 3.5), kept: the machine was busy"))
+    out += _process_diagnoses(stats, stop_rule)
     flags = sorted({f for s in snapshots for f in _throttle_flags(s)})
     temps = [max(s["temp_c"].values()) for s in snapshots if s.get("temp_c")]
     if flags:
@@ -62,4 +64,32 @@ def diagnose(stats: dict[str, Any], samples_s: Sequence[float], first_inference_
         extra = f" (max temperature {max(temps):.0f} C)" if temps else ""
         out.append(Diagnosis("frequency_changed", "CPU frequency changed during the run: "
                              + ", ".join(changed[:4]) + extra))
+    return out
+
+
+def _width(ci: Sequence[float] | None) -> float:
+    return float(ci[1] - ci[0]) if ci else 0.0
+
+
+def _process_diagnoses(stats: dict[str, Any], stop_rule: dict[str, Any] | None) -> list[Diagnosis]:
+    """Processes that disagree beyond their own samples' noise, and a stop rule that ended on a
+    bound before the precision asked."""
+    out: list[Diagnosis] = []
+    p50 = stats["p50_s"]
+    spread = stats.get("between_process_spread")
+    within, honest = _width(stats.get("p50_ci_within_s")), _width(stats.get("p50_ci_s"))
+    if spread and within > 0 and honest >= PROCESS_VARIANCE_FACTOR * within:
+        out.append(Diagnosis("process_variance", f"p50 differs by {spread:.1%} between "
+                             f"{stats.get('processes')} processes; single-process CIs would have "
+                             f"been {honest / within:.1f}x too narrow"))
+    rule = stop_rule or {}
+    target, reached = rule.get("rel_ci_target"), rule.get("reached_rel_ci")
+    if target and reached is not None and reached > target:
+        why = {"process_bound": "processes differ by more than that, so more samples cannot "
+                                "narrow it: raise --processes",
+               "max_time": "stopped at --max-time: raise it or quiet the machine",
+               "max_runs": "stopped at --max-runs: raise it"}.get(rule.get("reason"), "")
+        out.append(Diagnosis("precision_not_reached", f"p50 CI half-width is {reached:.2%} of "
+                             f"p50, above the {target:.2%} asked (n={stats['n']}, "
+                             f"p50 {p50 * 1e6:.1f} us){'; ' + why if why else ''}"))
     return out

@@ -1,6 +1,8 @@
-"""The profiling loop: load each configuration in its own worker, warm it up until the timings
-settle, then measure all configurations in interleaved rounds (A B A B ...) so that drift of the
-machine hits them alike. Produces ``latency`` records (raw samples + derived statistics)."""
+"""The profiling loop: load each configuration in several fresh worker processes, warm each up
+until the timings settle, then measure all processes of all configurations in interleaved rounds
+(A1 B1 A2 B2 ... A1 B1 ...) so that drift of the machine hits them alike, until each
+configuration's p50 is known to the precision asked (the stop rule). Produces ``latency``
+records (raw samples + derived statistics)."""
 from __future__ import annotations
 
 import tempfile
@@ -15,7 +17,7 @@ from ..models import ModelRef
 from ..results import ResultStore, new_record
 from ..targets.client import WorkerClient
 from .diagnose import diagnose
-from .stats import summarize
+from .stats import StopRule, StopState, summarize
 from .warmup import is_settled, window_for
 
 Progress = Callable[[str, float], None]
@@ -34,9 +36,12 @@ class Settings:
     threads: tuple[int, ...] = (1,)
     batches: tuple[int, ...] | None = (1,)   # None: each model at its own batch (1 if dynamic)
     shapes: dict[str, list[int]] = field(default_factory=dict)
-    min_time_s: float = 2.0
+    min_time_s: float = 0.2      # lower bound of measured time per configuration
     min_runs: int = 50
     max_runs: int = 10_000
+    max_time_s: float = 10.0     # upper bound of measured time per configuration
+    rel_ci: float = 0.01         # stop when the p50 CI half-width is this share of p50 (0: off)
+    processes: int = 3           # fresh worker processes per configuration
     warmup_max_s: float = 10.0
     round_s: float = 0.2
     seed: int = 0
@@ -45,34 +50,54 @@ class Settings:
     cold_starts: int = 3
     runtime: str | None = None
 
+    @property
+    def stop_rule(self) -> StopRule:
+        return StopRule(rel_ci=self.rel_ci, min_time_s=self.min_time_s,
+                        max_time_s=max(self.max_time_s, self.min_time_s),
+                        min_runs=self.min_runs, max_runs=self.max_runs)
+
 
 @dataclass
-class _Run:
-    """One configuration being measured (model x threads x batch) and its worker."""
-    model: ModelRef
-    threads: int
-    batch: int
+class _Proc:
+    """One worker process of a configuration: started fresh (a new interpreter, never a fork)."""
+    index: int
     worker: WorkerClient | None = None
     load: dict[str, Any] = field(default_factory=dict)
     warmup: list[float] = field(default_factory=list)
     settled: bool = False
     samples: list[float] = field(default_factory=list)
+    last_round: int = 0
+    peak_rss: int | None = None
+
+
+@dataclass
+class _Run:
+    """One configuration being measured (model x threads x batch) and its worker processes."""
+    model: ModelRef
+    threads: int
+    batch: int
+    procs: list[_Proc] = field(default_factory=list)
+    samples: list[float] = field(default_factory=list)     # every process's, in round order
     rounds: list[int] = field(default_factory=list)
+    process_of_round: list[int] = field(default_factory=list)
     io_samples: list[float] = field(default_factory=list)
     series: list[list[Any]] = field(default_factory=list)
     snapshots: list[dict[str, Any]] = field(default_factory=list)
-    peak_rss: int | None = None
     ops: dict[str, Any] | None = None
     cold: dict[str, list[float]] | None = None
     error: str | None = None
+    stop: StopState = field(default_factory=lambda: StopState(False))
 
     @property
     def label(self) -> str:
         return f"{self.model.name} t={self.threads} b={self.batch}"
 
-    def done(self, s: Settings) -> bool:
-        n = len(self.samples)
-        return n >= s.max_runs or (n >= s.min_runs and sum(self.samples) >= s.min_time_s)
+    @property
+    def load(self) -> dict[str, Any]:
+        return self.procs[0].load if self.procs else {}
+
+    def groups(self) -> list[list[float]]:
+        return [p.samples for p in self.procs]
 
 
 def _compact(snap: dict[str, Any]) -> list[Any]:
@@ -119,7 +144,7 @@ class Profiler:
         for m in models:
             for t in self.s.threads:
                 for b in self.batches_for(m):
-                    r = _Run(m, t, b)
+                    r = _Run(m, t, b, procs=[_Proc(i) for i in range(max(1, self.s.processes))])
                     (skipped.append(r.label) if self.store.has(self.key(m, t, b)) else runs.append(r))
         records: list[dict[str, Any]] = []
         self._n_total = max(1, len(runs))
@@ -130,14 +155,17 @@ class Profiler:
                 self._start(r, records)
             live = [r for r in runs if r.error is None]
             for i, r in enumerate(live):
-                self._warm_up(r, i, len(live))
+                for p in r.procs:
+                    if r.error is None:
+                        self._warm_up(r, p, i, len(live))
                 if r.error:
                     records.append(self._error_record(r))
             self._measure([r for r in live if r.error is None], records)
         finally:
             for r in runs:
-                if r.worker is not None:
-                    r.worker.close()
+                for p in r.procs:
+                    if p.worker is not None:
+                        p.worker.close()
             self._scratch.cleanup()
         self.progress("done", 1.0)
         return records, skipped
@@ -161,25 +189,31 @@ class Profiler:
     def _spawn(self, runs: list[_Run]) -> None:
         """Start the worker processes two at a time (interpreter and numpy start-up, nothing
         measured yet); loading stays sequential because session and first-inference times are
-        measured during the load."""
+        measured during the load. Every process is a new interpreter from the target's client,
+        never a fork, so each gets its own memory layout as a deployed process would."""
         from concurrent.futures import ThreadPoolExecutor
 
-        def spawn(r: _Run) -> None:
+        def spawn(rp: tuple[_Run, _Proc]) -> None:
             try:
-                r.worker = self.target.start_worker(r.label)
+                rp[1].worker = self.target.start_worker(self._proc_label(*rp))
             except EdgeprofError:
-                r.worker = None  # _start tries again and records the error
+                rp[1].worker = None  # _start tries again and records the error
         with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(spawn, runs))
+            list(pool.map(spawn, [(r, p) for r in runs for p in r.procs]))
+
+    @staticmethod
+    def _proc_label(r: _Run, p: _Proc) -> str:
+        return r.label if p.index == 0 else f"{r.label} #{p.index + 1}"   # the first keeps the name
 
     def _start(self, r: _Run, records: list[dict[str, Any]]) -> None:
         try:
-            if r.worker is None:
-                r.worker = self.target.start_worker(r.label)
-            if self.env is None:
-                self.env = r.worker.request("env")["env"]
-            r.load = r.worker.request("load", **self._load_args(r))
-            r.peak_rss = r.load.get("peak_rss_bytes")
+            for p in r.procs:
+                if p.worker is None:
+                    p.worker = self.target.start_worker(self._proc_label(r, p))
+                if self.env is None:
+                    self.env = p.worker.request("env")["env"]
+                p.load = p.worker.request("load", **self._load_args(r))
+                p.peak_rss = p.load.get("peak_rss_bytes")
             if self.s.op_profile:
                 self.progress(f"operator profile {r.label}", 0.1)
                 self._op_profile(r)
@@ -190,68 +224,89 @@ class Profiler:
             r.error = str(exc)
             records.append(self._error_record(r))
 
-    def _round(self, r: _Run, n: int, io_runs: int = 0) -> list[float]:
-        assert r.worker is not None
-        reply = r.worker.request("round", n=n, io_runs=io_runs)
+    def _round(self, r: _Run, p: _Proc, n: int, io_runs: int = 0) -> list[float]:
+        assert p.worker is not None
+        reply = p.worker.request("round", n=n, io_runs=io_runs)
         _keep_snapshot(r, reply["before"])
         _keep_snapshot(r, reply["after"])
         r.io_samples.extend(reply.get("io_samples_s", []))
-        r.peak_rss = reply.get("peak_rss_bytes") or r.peak_rss
+        p.peak_rss = reply.get("peak_rss_bytes") or p.peak_rss
         return reply["samples_s"]
 
-    def _warm_up(self, r: _Run, i: int, n_live: int) -> None:
-        first = r.load.get("first_inference_s") or 1e-3
+    def _warm_up(self, r: _Run, p: _Proc, i: int, n_live: int) -> None:
+        first = p.load.get("first_inference_s") or 1e-3
         spent = 0.0
         try:
-            probe = self._round(r, 1)
-            r.warmup.extend(probe)
+            probe = self._round(r, p, 1)
+            p.warmup.extend(probe)
             window = window_for(probe[0] or first)
-            while not is_settled(r.warmup, window=window):
+            while not is_settled(p.warmup, window=window):
                 if spent >= self.s.warmup_max_s:
                     return
-                chunk = self._round(r, window)
-                r.warmup.extend(chunk)
+                chunk = self._round(r, p, window)
+                p.warmup.extend(chunk)
                 spent += sum(chunk)
-                self.progress(f"warming up {r.label}",
-                              0.1 + 0.1 * (i + min(1.0, spent / self.s.warmup_max_s)) / n_live)
-            r.settled = True
+                frac = (p.index + min(1.0, spent / max(self.s.warmup_max_s, 1e-9))) / len(r.procs)
+                self.progress(f"warming up {self._proc_label(r, p)}", 0.1 + 0.1 * (i + frac) / n_live)
+            p.settled = True
         except WorkerError as exc:
             r.error = str(exc)
 
     def _measure(self, live: list[_Run], records: list[dict[str, Any]]) -> None:
+        """Rounds interleave processes and configurations (A1 B1 A2 B2 ...); after each pass
+        over its processes, a configuration's stop rule is checked (a bootstrap of a few ms,
+        never per sample)."""
         s = self.s
-        target_s = max(s.min_time_s, 1e-9)
+        rule = s.stop_rule
         pending = list(live)
         while pending:
+            for k in range(max(len(r.procs) for r in pending)):
+                for r in list(pending):
+                    if k >= len(r.procs) or r.error is not None:
+                        continue
+                    p = r.procs[k]
+                    recent = p.samples[-p.last_round:] if p.last_round else p.warmup[-5:]
+                    est = sorted(recent)[len(recent) // 2] if recent else 1e-3
+                    n = self._round_size(r, est)
+                    io = (min(50, max(5, n)) if not r.rounds and r.load.get("runtime") != "onnxruntime"
+                          else 0)
+                    try:
+                        got = self._round(r, p, n, io_runs=io)
+                    except WorkerError as exc:
+                        r.error = str(exc)
+                        records.append(self._error_record(r))
+                        pending.remove(r)
+                        continue
+                    p.samples.extend(got)
+                    p.last_round = len(got)
+                    r.samples.extend(got)
+                    r.rounds.append(len(got))
+                    r.process_of_round.append(p.index)
             for r in list(pending):
-                recent = r.samples[-r.rounds[-1]:] if r.rounds else r.warmup[-5:]
-                est = sorted(recent)[len(recent) // 2] if recent else 1e-3
-                n = self._round_size(r, est)
-                io = min(50, max(5, n)) if not r.rounds and r.load.get("runtime") != "onnxruntime" else 0
-                try:
-                    got = self._round(r, n, io_runs=io)
-                except WorkerError as exc:
-                    r.error = str(exc)
-                    records.append(self._error_record(r))
-                    pending.remove(r)
-                    continue
-                r.samples.extend(got)
-                r.rounds.append(len(got))
-                if r.done(s):
+                r.stop = rule.check(r.groups(), seed=s.seed)
+                if r.stop.done:
                     pending.remove(r)
                     rec = self._latency_record(r)
                     self.store.append(rec)
                     records.append(rec)
-            done = sum(1.0 if r not in pending else
-                       min(0.99, max(sum(r.samples) / target_s, len(r.samples) / s.max_runs))
-                       for r in live)
+            done = sum(1.0 if r not in pending else self._fraction(r) for r in live)
             label = pending[0].label if pending else "finishing"
             self.progress(f"measuring {label}", 0.2 + 0.75 * done / max(1, len(live)))
 
+    def _fraction(self, r: _Run) -> float:
+        """Progress of a configuration still measured: its lower bounds are half the way, the
+        rest is how close its CI is to the target (the end is not known in advance)."""
+        s, t, n = self.s, sum(r.samples), len(r.samples)
+        lower = min(1.0, t / max(s.min_time_s, 1e-9), n / max(s.min_runs, 1))
+        upper = max(t / max(s.max_time_s, 1e-9), n / s.max_runs)
+        reached = r.stop.reached_rel_ci
+        precision = min(1.0, s.rel_ci / reached) if reached and s.rel_ci > 0 else 0.0
+        return min(0.99, max(upper, 0.5 * lower + 0.5 * precision * (lower >= 1.0)))
+
     def _round_size(self, r: _Run, est_s: float) -> int:
-        """Runs in the next round: about ``round_s`` of work (less when ``min_time`` is short),
-        never more than 1/MIN_ROUNDS of ``max_runs``, so every configuration is measured over
-        several interleaved rounds."""
+        """Runs in a process's next round: about ``round_s`` of work (less when ``min_time`` is
+        short), never more than 1/MIN_ROUNDS of ``max_runs``, so every configuration is
+        measured over several interleaved rounds."""
         s = self.s
         per_round_s = min(s.round_s, max(s.min_time_s / MIN_ROUNDS, 1e-3))
         cap = min(max(1, -(-s.max_runs // MIN_ROUNDS)), s.max_runs - len(r.samples))
@@ -297,11 +352,16 @@ class Profiler:
         return rec
 
     def _latency_record(self, r: _Run) -> dict[str, Any]:
-        stats = summarize(r.samples)
+        stats = summarize(r.samples, groups=r.groups() if len(r.procs) > 1 else None,
+                          seed=self.s.seed)
         stats["throughput_per_s"] = r.batch / stats["p50_s"] if stats["p50_s"] > 0 else None
+        stop_rule = self.s.stop_rule.to_record(r.stop)
         warnings = diagnose(stats, r.samples, r.load.get("first_inference_s"), r.snapshots,
-                            warmup_settled=r.settled, warmup_runs=len(r.warmup))
-        base_rss = r.load.get("rss_before_load_bytes")
+                            warmup_settled=all(p.settled for p in r.procs),
+                            warmup_runs=min(len(p.warmup) for p in r.procs), stop_rule=stop_rule)
+        # memory: the process that grew most stands for the configuration (peak is a maximum)
+        top = max(r.procs, key=lambda p: p.peak_rss or 0)
+        base_rss, peak_rss = top.load.get("rss_before_load_bytes"), top.peak_rss
         src = ({"synthetic_seed": self.s.seed} if self.data is None
                else {"data": str(self.data.path), "rows": [0, r.batch]})
         rec = new_record(
@@ -309,13 +369,18 @@ class Profiler:
             runtime=r.load.get("runtime"), runtime_version=r.load.get("runtime_version"),
             inputs={k: v for k, v in r.load.get("feed_shapes", {}).items()},
             input_source=src, batch_loop=r.load.get("batch_loop", 1),
-            samples_s=r.samples, warmup_samples_s=r.warmup, rounds=r.rounds,
+            samples_s=r.samples, warmup_samples_s=[v for p in r.procs for v in p.warmup],
+            rounds=r.rounds, process_of_round=r.process_of_round,
+            processes=[{"warmup_runs": len(p.warmup), "warmup_settled": p.settled,
+                        "session_s": p.load.get("session_s"),
+                        "first_inference_s": p.load.get("first_inference_s"),
+                        "peak_rss_bytes": p.peak_rss} for p in r.procs],
             io_samples_s=r.io_samples or None,
             session_s=r.load.get("session_s"), first_inference_s=r.load.get("first_inference_s"),
-            baseline_rss_bytes=base_rss, peak_rss_bytes=r.peak_rss,
-            model_rss_bytes=(r.peak_rss - base_rss) if r.peak_rss and base_rss else None,
-            stats=stats, warnings=[w.to_dict() for w in warnings], env=self.env,
-            state_series=r.series)
+            baseline_rss_bytes=base_rss, peak_rss_bytes=peak_rss,
+            model_rss_bytes=(peak_rss - base_rss) if peak_rss and base_rss else None,
+            stats=stats, stop_rule=stop_rule, warnings=[w.to_dict() for w in warnings],
+            env=self.env, state_series=r.series)
         if r.ops is not None:
             rec["op_profile"] = r.ops
         if r.cold is not None:

@@ -60,6 +60,43 @@ def test_interleaving_alternates_rounds(models_dir, tmp_path):
     assert abs(len(a["rounds"]) - len(b["rounds"])) <= 1
 
 
+def test_several_fresh_processes_and_the_stop_rule_in_the_record(models_dir, tmp_path):
+    """--processes 2: every round belongs to one of two workers, the record recovers which, the
+    p50 CI is the two-level one (the single-level one kept beside it) and the stop rule says why
+    it stopped. Behaviour only: no timing figure is asserted."""
+    from edgeprof.measure.stats import process_groups
+
+    res = tmp_path / "r.jsonl"
+    fast = [a for a in FAST]
+    fast[fast.index("--processes") + 1] = "2"
+    r = run(str(models_dir / "cnn.onnx"), "--results", str(res), "--rel-ci", "2%", *fast)
+    assert r.exit_code == 0, r.output
+    rec = next(read_records(res))
+    s = rec["stats"]
+    assert s["processes"] == 2 and len(rec["processes"]) == 2
+    assert sorted(set(rec["process_of_round"])) == [0, 1]
+    assert len(rec["process_of_round"]) == len(rec["rounds"]) and sum(rec["rounds"]) == s["n"]
+    groups = process_groups(rec["samples_s"], rec["rounds"], rec["process_of_round"])
+    assert len(groups) == 2 and all(len(g) > 0 for g in groups)
+    assert len(s["process_p50_s"]) == 2 and s["between_process_spread"] >= 0
+    assert s["p50_ci_s"][0] <= s["p50_s"] <= s["p50_ci_s"][1]
+    assert s["p50_ci_within_s"][0] <= s["p50_s"] <= s["p50_ci_within_s"][1]
+    assert rec["peak_rss_bytes"] == max(p["peak_rss_bytes"] for p in rec["processes"])
+    rule = rec["stop_rule"]
+    assert rule["rel_ci_target"] == pytest.approx(0.02)
+    assert rule["reason"] in ("precision", "process_bound", "max_time", "max_runs")
+    assert rule["reached_rel_ci"] is not None
+    codes = [w["code"] for w in rec["warnings"]]
+    assert (rule["reason"] == "precision") != ("precision_not_reached" in codes)
+
+
+def test_stop_rule_options_are_checked(models_dir):
+    r = run(str(models_dir / "cnn.onnx"), *FAST, "--max-time", "0.01s")
+    assert r.exit_code != 0 and "--max-time" in r.output
+    r = run(str(models_dir / "cnn.onnx"), *FAST, "--rel-ci", "150%")
+    assert r.exit_code != 0 and "--rel-ci" in r.output
+
+
 def test_rerun_resumes_and_skips_existing_keys(models_dir, tmp_path):
     res = tmp_path / "r.jsonl"
     assert run(str(models_dir / "cnn.onnx"), "--results", str(res), *FAST).exit_code == 0
