@@ -197,12 +197,15 @@ def _ints(x: int | Iterable[int]) -> tuple[int, ...]:
 def profile(models: PathLike | Sequence[PathLike], *, targets: str | Sequence[str] = "local",
             threads: int | Iterable[int] = 1, batch: int | Iterable[int] = 1,
             data: PathLike | None = None, spec: PathLike | None = None,
-            results: PathLike | None = None, min_time: str | float = "2s", min_runs: int = 50,
+            results: PathLike | None = None, min_time: str | float = "0.2s", min_runs: int = 50,
+            max_time: str | float = "10s", processes: int = 3, rel_ci: float = 0.01,
             cold_starts: int = 0, op_profile: bool = False, cache_dir: PathLike | None = None,
             targets_dir: PathLike | None = None, progress: Progress | None = None) -> Results:
     """Latency, memory (and cold start) of ``models`` (paths or variant id prefixes) on each
     target, interleaved as `edgeprof profile` does. ``results``: append to (and resume from)
-    this JSON Lines file. A target's own threads apply unless ``threads`` is given."""
+    this JSON Lines file. A target's own threads apply unless ``threads`` is given. Each
+    configuration runs in ``processes`` fresh workers until its p50 CI half-width is ``rel_ci``
+    of p50 (between ``min_time`` and ``max_time``)."""
     from .data import load_npz
     from .inputspec import load_spec
     from .measure.profiler import Profiler, Settings
@@ -215,6 +218,9 @@ def profile(models: PathLike | Sequence[PathLike], *, targets: str | Sequence[st
     s = Settings(threads=_ints(threads), batches=_ints(batch),
                  min_time_s=min_time if isinstance(min_time, (int, float))
                  else parse_duration_s(min_time, "min_time", 0.0, 3600.0),
+                 max_time_s=max_time if isinstance(max_time, (int, float))
+                 else parse_duration_s(max_time, "max_time", 0.0, 36000.0),
+                 processes=processes, rel_ci=rel_ci,
                  min_runs=min_runs, cold_starts=cold_starts, op_profile=op_profile)
     refs = resolve_models([str(m) for m in names], Path(cache_dir) if cache_dir else None)
     ds = load_npz(data) if data else None

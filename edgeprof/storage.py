@@ -150,7 +150,8 @@ class OutputLock:
         # share it; another process is another run
         self._lock = FileLock(str(lock_path(path)), is_singleton=True, thread_local=False)
         try:
-            self._lock.acquire(timeout=-1 if wait else 0)
+            # a short grace even without --wait: a run killed a moment ago may still be exiting
+            self._lock.acquire(timeout=-1 if wait else 2.0)
         except Timeout:
             raise InputError(f"{flag} {path} is in use by another edgeprof run; wait for it to "
                              "finish, or rerun with --wait to queue behind it") from None

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_profile_returns_typed_results_and_prints_nothing(models_dir, tmp_path, capsys):
     seen = []
     res = edgeprof.profile([models_dir / "cnn.onnx", models_dir / "mlp.onnx"], threads=[1, 2],
+                           processes=1,
                            min_time=0.05, min_runs=20, results=tmp_path / "r.jsonl",
                            progress=lambda desc, frac: seen.append(frac))
     assert capsys.readouterr().out == ""

@@ -37,6 +37,16 @@ import click
               "(repeatable: boards run at once, targets on one host one after another).")
 @click.option("--targets-dir", type=click.Path(path_type=Path, file_okay=False),
               help="Look for target files here first (then ./targets, then the user config dir).")
+@click.option("--inventory", type=click.Path(path_type=Path, dir_okay=False),
+              help="An Ansible inventory: every host of --group is a target (needs ansible-core).")
+@click.option("--group", default=None, help="The inventory group to profile on (default: all).")
+@click.option("--sustained", default=None, metavar="DURATION",
+              help="Continuous load for DURATION (e.g. 10m): latency per window with temperature, "
+                   "frequency, throttling and energy; burst vs steady state.")
+@click.option("--window", default="10s", show_default=True, help="Window of a sustained run.")
+@click.option("--cooldown", default=None, metavar="55C|30s",
+              help="Before each sustained run wait until the board is below a temperature, or "
+                   "for a time.")
 @click.option("--accept-new-host-key", is_flag=True,
               help="First contact with a board: record its host key in the target's known_hosts "
                    "(a changed key is always refused).")
@@ -55,7 +65,8 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
             rel_ci: str, min_time: str, max_time: str, min_runs: int, max_runs: int,
             warmup_max_time: str, runtime: str, op_profile: bool,
             cold_starts: int, target_names: tuple[str, ...], targets_dir: Path | None,
-            accept_new_host_key: bool, affinity: str | None, seed: int,
+            inventory: Path | None, group: str | None, sustained: str | None, window: str,
+            cooldown: str | None, accept_new_host_key: bool, affinity: str | None, seed: int,
             json_out: Path | None, results: Path | None, cache_dir: Path | None, wait: bool,
             quiet: bool) -> None:
     """Measure latency (percentiles with confidence intervals), cold start and memory of MODELS
@@ -95,17 +106,28 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
     refs = resolve_models(models, cache_dir)
     ds = load_npz(data) if data else None
     spec = load_spec(preprocess) if preprocess else None
+    if group and not inventory:
+        raise InputError("--group names a group of --inventory; give --inventory too")
+    sus = None
+    if sustained:
+        from ..measure.sustained import parse_cooldown
+        sus = {"duration_s": parse_duration_s(sustained, "--sustained", 1.0, 24 * 3600.0),
+               "window_s": parse_duration_s(window, "--window", 0.1, 3600.0),
+               "cooldown": parse_cooldown(cooldown)}
+    elif cooldown:
+        raise InputError("--cooldown applies to --sustained runs")
     store = ResultStore(results, wait=wait)
     try:
         _profile_into(ctx, store, s, refs, ds, spec, results, json_out, target_names, targets_dir,
-                      accept_new_host_key, affinity, quiet)
+                      accept_new_host_key, affinity, quiet, wait, inventory, group, sus)
     finally:
         store.release()
     store.check()
 
 
 def _profile_into(ctx, store, s, refs, ds, spec, results, json_out, target_names, targets_dir,
-                  accept_new_host_key, affinity, quiet) -> None:
+                  accept_new_host_key, affinity, quiet, wait=False, inventory=None, group=None,
+                  sus=None) -> None:
     from ..errors import InputError
     from ..report.terminal import print_records, terminal_console
     from ..results import write_json
@@ -116,15 +138,25 @@ def _profile_into(ctx, store, s, refs, ds, spec, results, json_out, target_names
 
     cpus = parse_cpus(affinity, "--affinity") if affinity else None
     names = list(dict.fromkeys(target_names or ("local",)))
+    if inventory is not None and tuple(target_names) == ("local",):
+        names = []  # --inventory alone: its hosts are the targets
     tgts = [get_target(n, targets_dir=targets_dir, accept_new_host_key=accept_new_host_key,
-                       affinity=cpus) for n in names]
+                       affinity=cpus, wait=wait) for n in names]
+    if inventory is not None:
+        from ..targets import targets_from_inventory
+        tgts += targets_from_inventory(inventory, group or "all", accept_new_host_key=accept_new_host_key,
+                                       wait=wait, affinity=cpus)
     threads_given = ctx.get_parameter_source("threads") is not click.core.ParameterSource.DEFAULT
     console = terminal_console(stderr=is_stdout(json_out))
     ctx.find_root().edgeprof_interrupt_note = (f"records measured so far are in {results}; rerun the "
                                    "same command to resume" if results else
                                    "nothing was saved (use --results FILE to keep records)")
     with progress_bar(quiet) as prog:
-        records, skipped = _run_targets(tgts, s, threads_given, refs, store, ds, spec, prog)
+        if sus is not None:
+            from ..measure.sustained import profile_sustained
+            records, skipped = profile_sustained(tgts, s, refs, store, ds, spec, sus, prog)
+        else:
+            records, skipped = _run_targets(tgts, s, threads_given, refs, store, ds, spec, prog)
     for label in skipped:
         console.print(f"  skipped (already in {results}): {label}", highlight=False)
     print_records(records, console)

@@ -111,8 +111,8 @@ def energy(rounds: list[dict[str, Any]], idle: list[dict[str, Any]], batch: int 
             per_round_j.append(w * dt / (calls * batch))
     if not per_round_w:
         return {"available": False,
-                "reason": "no power or energy sensor on this target (hwmon power*/energy*, "
-                          "powercap energy_uj, or a target's energy_command)"}
+                "reason": "no readable power or energy sensor on this target (hwmon "
+                          "power*_input/energy*_input, powercap energy_uj)"}
     idle_w = None
     if len(idle) >= 2:
         e0, e1 = _energy(idle[0]), _energy(idle[-1])
@@ -206,3 +206,106 @@ def _window_samples(rounds: list[dict[str, Any]], wins: list[dict[str, Any]],
     for r in rounds:
         out.setdefault(int((r["t0"] - start) // window_s) * window_s, []).extend(r["samples_s"])
     return [out.get(w["t_s"], []) for w in wins]
+
+
+def parse_cooldown(text: str | None) -> dict[str, Any] | None:
+    """``55C``: wait until the board's hottest sensor is below 55 C; ``30s``: wait 30 s."""
+    if not text:
+        return None
+    from ..errors import InputError
+    from ..units import parse_duration_s
+    t = text.strip()
+    if t.upper().endswith("C"):
+        try:
+            return {"below_c": float(t[:-1])}
+        except ValueError:
+            raise InputError(f"--cooldown {text!r}: a temperature like 55C or a time like 30s") \
+                from None
+    return {"wait_s": parse_duration_s(t, "--cooldown", 0.0, 3600.0)}
+
+
+def cool_down(worker: Any, cooldown: dict[str, Any] | None, target: str,
+              timeout_s: float = 1800.0, poll_s: float = 2.0) -> dict[str, Any] | None:
+    """Wait before a measurement so heat from the previous one does not penalise it; what was
+    waited is returned for the record. A temperature on a target without a sensor is refused."""
+    if not cooldown:
+        return None
+    from ..errors import InputError
+    t0 = time.monotonic()
+    if "wait_s" in cooldown:
+        time.sleep(cooldown["wait_s"])
+        return {"rule": f"wait {cooldown['wait_s']:g} s", "waited_s": time.monotonic() - t0}
+    temp = _max_temp(worker.request("env")["env"]["snapshot"])
+    if temp is None:
+        raise InputError(f"--cooldown {cooldown['below_c']:g}C: {target} exposes no temperature "
+                         "sensor; use a time instead (e.g. --cooldown 30s)")
+    start = temp
+    while temp is not None and temp >= cooldown["below_c"] and time.monotonic() - t0 < timeout_s:
+        time.sleep(poll_s)
+        temp = _max_temp(worker.request("env")["env"]["snapshot"])
+    return {"rule": f"below {cooldown['below_c']:g} C", "waited_s": time.monotonic() - t0,
+            "temp_start_c": start, "temp_end_c": temp,
+            "reached": temp is not None and temp < cooldown["below_c"]}
+
+
+def profile_sustained(targets: list[Any], settings: Any, refs: list[Any], store: Any,
+                      data: Any, spec: Any, sus: dict[str, Any],
+                      progress: Callable[[str, float], None]) -> tuple[list, list]:
+    """`edgeprof profile --sustained`: each (target, model) at the first thread count and batch
+    (the model's own when none is given), one after another (heat is the point), each after its
+    cool-down. Records are appended as each finishes; Ctrl-C keeps the windows measured so far
+    (the record says ``interrupted`` and a rerun measures it again)."""
+    import tempfile
+
+    from ..errors import EdgeprofError
+    from ..inputspec import worker_spec
+    from ..modelinfo import model_batch
+    from ..results import new_record
+
+    records: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    jobs = [(t, r) for t in targets for r in refs]
+    threads = settings.threads[0]
+    with tempfile.TemporaryDirectory(prefix="edgeprof-sus-") as scratch:
+        for i, (t, ref) in enumerate(jobs):
+            batch = settings.batches[0] if settings.batches else (model_batch(ref.path) or 1)
+            key = (ref.id, t.name, threads, batch, "latency",
+                   data.sha256 if data is not None else None, "sustained")
+            label = f"{ref.name} t={threads} b={batch} on {t.name}"
+            if store.has(key):
+                skipped.append(label)
+                continue
+
+            def prog(desc: str, frac: float, i: int = i) -> None:
+                progress(f"{label}: {desc}", (i + frac) / len(jobs))
+            interrupted = None
+            try:
+                inputs = {"synthetic": {"seed": settings.seed}}
+                if data is not None:
+                    raw_dtype = next(iter(data.x.values())).dtype.name
+                    inputs = {"npz": t.stage(data.npz_path(scratch))}
+                with t.start_worker(f"{ref.name} sustained") as w:
+                    load = w.request("load", path=t.stage(ref.path), threads=threads, batch=batch,
+                                     shapes=settings.shapes, inputs=inputs,
+                                     spec=worker_spec(spec, raw_dtype) if data is not None else None)
+                    cooled = cool_down(w, sus.get("cooldown"), t.name)
+                    env = w.request("env")["env"]
+                    res = run_sustained(w, sus["duration_s"], window_s=sus["window_s"],
+                                        batch=batch, progress=prog)
+                rec = sustained_record(ref, t.name, threads, batch, res, load, env,
+                                       data.sha256 if data is not None else None)
+                rec["cooldown"] = cooled
+                if res["interrupted"]:
+                    interrupted = KeyboardInterrupt()
+            except EdgeprofError as exc:
+                rec = new_record("error", variant_id=ref.id, root_id=ref.root_id or ref.id,
+                                 target=t.name, threads=threads, batch=batch, mode="sustained",
+                                 data_sha256=data.sha256 if data is not None else None,
+                                 model={"name": ref.name}, phase="sustained", error=str(exc))
+            if rec.get("interrupted"):
+                rec["mode"] = "sustained-interrupted"  # not the finished key: a rerun measures it
+            store.append(rec)
+            records.append(rec)
+            if interrupted is not None:
+                raise interrupted
+    return records, skipped

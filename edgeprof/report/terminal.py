@@ -79,6 +79,28 @@ def print_records(records: list[dict[str, Any]], console: Console) -> None:
             console.print(f"  [yellow]warning[/] {r['model']['name']} t={r['threads']} "
                           f"b={r['batch']}: {w['message']}", highlight=False)
     for r in lat:
+        sus, e = r.get("sustained"), r.get("energy") or {}
+        if sus and sus.get("windows"):
+            def us(v: Any) -> str:
+                return fmt_seconds(v, compact=True) if v is not None else "-"
+            when = (f"first throttle at {sus['first_throttle_s']:.0f} s"
+                    if sus.get("first_throttle_s") is not None else "no throttle flag")
+            drop = (f", frequency drop at {sus['first_frequency_drop_s']:.0f} s"
+                    if sus.get("first_frequency_drop_s") is not None else "")
+            console.print(f"  sustained {r['model']['name']} on {r['target']}: burst p50 "
+                          f"{us(sus['burst_p50_s'])} -> steady {us(sus['steady_p50_s'])} "
+                          f"(x{sus['steady_over_burst']:.2f}) over {r['duration_s']:.0f} s, "
+                          f"{when}{drop}" + (" [interrupted]" if r.get("interrupted") else ""),
+                          highlight=False)
+            if e.get("available"):
+                idle = "-" if e.get("idle_w") is None else f"{e['idle_w']:.2f} W"
+                lo, hi = e["joules_per_inference_ci"]
+                console.print(f"  energy {e['mean_w']:.2f} W, {e['joules_per_inference'] * 1e3:.3f} "
+                              f"mJ per inference [{lo * 1e3:.3f}, {hi * 1e3:.3f}], idle {idle}",
+                              highlight=False)
+            elif e:
+                console.print(f"  energy unavailable: {e.get('reason')}", highlight=False)
+    for r in lat:
         t = op_table(r)
         if t is not None:
             console.print(t)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..units import parse_duration_s
+from ..units import parse_duration_s, parse_fraction
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int16x8")
 RECIPE_KEYS = {"precision", "per_channel", "format", "calib_method", "calib_rows", "types",
@@ -92,6 +92,11 @@ class Plan:
     model_name: str | None = None
     field_data: Path | None = None     # rows from the field: drift of static int8 variants
     metric: str = "top1"               # the task metric of the accuracy phase (edgeprof.metrics)
+    processes: int = 3                 # fresh worker processes per latency configuration
+    rel_ci: float = 0.01               # stop rule: p50 CI half-width / p50
+    max_time_s: float = 10.0           # stop rule: at most this long per configuration
+    inventory: Path | None = None      # an Ansible inventory: its group's hosts are targets
+    group: str = "all"
 
     def model_plans(self) -> list["Plan"]:
         """One plan per model of a ``[[models]]`` sweep (the grid applies to each); the plan
@@ -182,6 +187,12 @@ def _expand(entry: dict[str, Any], where: str) -> list[Recipe]:
         except TypeError as exc:
             raise InputError(f"{where}: {exc}")
     return out
+
+
+def _int_in(v: Any, where: str, lo: int, hi: int, p: Path) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise InputError(f"{p}: {where} = {v!r} must be a whole number from {lo} to {hi}")
+    return v
 
 
 def _metric(value: Any, base: Path, p: Path) -> str:
@@ -280,11 +291,16 @@ def load_plan(path: str | Path, out_dir: Path | None = None) -> Plan:
         recipes=recipes, targets=list(measure.get("targets", ["local"])),
         threads=ints("threads", [1]),
         batches=ints("batch", [1]) if "batch" in measure else None,  # None: each model's own
-        min_time_s=parse_duration_s(measure.get("min_time", "1s"), "[measure] min_time", 0, 600),
+        min_time_s=parse_duration_s(measure.get("min_time", "0.2s"), "[measure] min_time", 0, 600),
         min_runs=int(measure.get("min_runs", 50)), cold_starts=int(measure.get("cold_starts", 1)),
         latency=bool(measure.get("latency", True)), accuracy=bool(measure.get("accuracy", True)),
         accuracy_limit=measure.get("accuracy_limit"),
         metric=_metric(measure.get("metric", "top1"), base, p),
+        processes=_int_in(measure.get("processes", 3), "[measure] processes", 1, 64, p),
+        rel_ci=parse_fraction(str(measure.get("rel_ci", "1%")), "[measure] rel_ci"),
+        max_time_s=parse_duration_s(measure.get("max_time", "10s"), "[measure] max_time", 0, 36000),
+        inventory=_path(base, measure.get("inventory"), "[measure] inventory"),
+        group=str(measure.get("group", "all")),
         robustness=measure.get("robustness"), attacks=measure.get("attacks"),
         require=decide.get("require"), objectives=objectives,
         out_dir=out_dir or Path(raw.get("out") or f"reports/{name}"), raw=raw)
@@ -297,9 +313,10 @@ def write_plan_copy(plan: Plan) -> Path:
 
     raw = json.loads(json.dumps(plan.raw))
     base = plan.path.resolve().parent
-    tables = [raw.get("model") or {}, raw.get("data") or {}] + list(raw.get("models") or [])
+    tables = [raw.get("model") or {}, raw.get("data") or {}, raw.get("measure") or {}] + \
+        list(raw.get("models") or [])
     for table in tables:
-        for k in ("path", "weights", "preprocess", "eval", "calib", "finetune", "field"):
+        for k in ("path", "weights", "preprocess", "eval", "calib", "finetune", "field", "inventory"):
             v = table.get(k)
             if isinstance(v, str) and not Path(v).is_absolute():
                 table[k] = str((base / v).resolve())

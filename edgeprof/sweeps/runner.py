@@ -37,6 +37,13 @@ class SweepRunner:
         self.progress = progress or (lambda d, f: None)
         self.targets_dir = targets_dir
         self.wait = wait
+        self.inventory_hosts: list[str] = []
+        if plan.inventory is not None:  # the group's hosts join the targets
+            from ..targets.inventory import host_names, load_inventory
+            self.inventory_hosts = host_names(load_inventory(plan.inventory), plan.group)
+            base = [] if plan.targets == ["local"] and "targets" not in (plan.raw.get("measure") or {}) \
+                else list(plan.targets)
+            plan.targets = base + [h for h in self.inventory_hosts if h not in base]
         try:
             plan.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -118,6 +125,8 @@ class SweepRunner:
         p = self.plan
         refs = [self.cache.ref(v) for v in variants]
         settings = Settings(threads=tuple(p.threads), batches=tuple(p.batches) if p.batches else None,
+                            processes=p.processes, rel_ci=p.rel_ci,
+                            max_time_s=max(p.max_time_s, p.min_time_s),
                             min_time_s=p.min_time_s, min_runs=p.min_runs,
                             cold_starts=p.cold_starts)
         for ti, tname in enumerate(p.targets):
@@ -157,10 +166,8 @@ class SweepRunner:
         return name
 
     def _target(self, name: str):
-        try:
-            return get_target(name, targets_dir=self.targets_dir, wait=self.wait)
-        except TypeError:  # a build whose get_target takes no targets_dir
-            return get_target(name)
+        inv = self.plan.inventory if name in self.inventory_hosts else None
+        return get_target(name, targets_dir=self.targets_dir, wait=self.wait, inventory=inv)
 
     def accuracy(self, variants: list[Variant], evaluation: Dataset, scratch: Path) -> None:
         """The plan's metric (top-1 by default) of every variant on every target, two variants

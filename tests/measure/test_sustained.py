@@ -124,3 +124,26 @@ def test_a_real_sustained_run_against_a_changing_fake_board(models_dir, tmp_path
     assert e["available"] and e["mean_w"] == pytest.approx(5.0) and e["idle_w"] == pytest.approx(5.0)
     calls = sum(len(r["samples_s"]) for r in res["rounds"])
     assert calls > 0 and e["joules_per_inference"] > 0
+
+
+def test_profile_sustained_records_windows_and_resumes(models_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeprof.cli import cli
+    from edgeprof.results import read_records
+    res = tmp_path / "r.jsonl"
+    args = ["profile", str(models_dir / "cnn.onnx"), "--sustained", "2s", "--window", "0.5s",
+            "--cooldown", "0.2s", "--results", str(res), "-q"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    (rec,) = read_records(res)
+    assert rec["mode"] == "sustained" and rec["kind"] == "latency" and not rec["interrupted"]
+    assert len(rec["windows"]) >= 2 and rec["sustained"]["burst_p50_s"] > 0
+    assert rec["cooldown"]["rule"] == "wait 0.2 s" and rec["stats"]["n"] > 0
+    assert "available" in rec["energy"] and "sustained cnn.onnx on local" in r.output
+    r = CliRunner().invoke(cli, args)                         # a rerun resumes: nothing again
+    assert r.exit_code == 0 and "skipped" in r.output and len(list(read_records(res))) == 1
+    has_sensor = bool(list(Path("/sys/class/thermal").glob("thermal_zone*/temp")))
+    r = CliRunner().invoke(cli, args[:6] + ["--cooldown", "55C", "-q"])
+    if not has_sensor:   # this VM: no thermal zone, so a temperature cannot be waited for
+        assert r.exit_code == 1 and "exposes no temperature sensor" in r.output
