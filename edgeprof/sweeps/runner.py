@@ -139,7 +139,10 @@ class SweepRunner:
             def prog(desc: str, frac: float, ti: int = ti) -> None:
                 self._phase("latency", f"{tname}: {desc}", (ti + frac) / len(p.targets))
             prof = Profiler(target, settings, store=self.store, data=evaluation, progress=prog)
-            records, skipped = prof.run(refs)
+            try:
+                records, skipped = prof.run(refs)
+            finally:  # the board's connection and its claim end with the phase
+                getattr(target, "close", lambda: None)()
             self.counts["latency"] += sum(r["kind"] == "latency" for r in records)
             self.counts["errors"] += sum(r["kind"] == "error" for r in records)
             self.counts["skipped"] += len(skipped)
@@ -245,10 +248,13 @@ class SweepRunner:
                     done[0] += 1
                     self._phase("accuracy", f"{tname}: {metric.name} of {v.label}",
                                 done[0] / len(todo))
-            if metric.needs_reference and todo and todo[0].id == todo[0].root:
-                one(todo.pop(0))  # the root's outputs first: the others are scored against them
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                list(pool.map(one, todo))
+            try:
+                if metric.needs_reference and todo and todo[0].id == todo[0].root:
+                    one(todo.pop(0))  # the root's outputs first: the others are scored against them
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    list(pool.map(one, todo))
+            finally:  # the board's connection and its claim end with the phase
+                getattr(target, "close", lambda: None)()
 
     def robustness(self, variants: list[Variant], evaluation: Dataset, scratch: Path) -> None:
         cfg = self.plan.robustness

@@ -381,6 +381,7 @@ class SshTarget:
         folder = cache_root() / "locks"
         folder.mkdir(parents=True, exist_ok=True)
         where = folder / f"board-{self.spec.host}-{self.spec.port or 22}"
+        _OPEN_TARGETS.add(self)  # closed (and released) at exit like a connected target
         try:
             self._board_lock = OutputLock(where, f"board {self.name}", self.wait)
         except Exception as exc:
@@ -404,6 +405,7 @@ class SshTarget:
             except WorkerError as exc:
                 self._fatal = str(exc)
                 self._drop()
+                self.release_claim()  # a board we cannot reach is not ours to hold
                 raise
 
     def _drop(self) -> None:
@@ -494,9 +496,6 @@ class SshTarget:
             self._conns, self._sftp = [], None
             self._staged.clear()
         _OPEN_TARGETS.discard(self)
-        if self._board_lock is not None:
-            self._board_lock.release()
-            self._board_lock = None
 
         async def shut() -> None:
             for c in conns:
@@ -509,6 +508,12 @@ class SshTarget:
 
         if conns:
             _call(shut())
+        self.release_claim()
+
+    def release_claim(self) -> None:
+        if self._board_lock is not None:
+            self._board_lock.release()
+            self._board_lock = None
 
     # -- files --------------------------------------------------------------------------------
     def _sha256(self, path: Path) -> str:

@@ -396,28 +396,36 @@ def test_limited_board_throttles_and_reports_out_of_memory(board, models_dir, tm
 
 def test_a_board_in_use_by_another_run_is_refused_or_waited_for(board, models_dir, tmp_path):
     """Two edgeprof runs never measure on one board at once: another process claims the board
-    (the real lock a run takes), a profile on it stops with one line, --wait queues behind it."""
+    (the real lock a run takes), a profile on it stops with one line, --wait queues behind it.
+    A board of its own (its own sshd and port), so no earlier test's connection is involved."""
     import subprocess
     import sys
     import threading
-    code = ("import sys; from edgeprof.targets import get_target; "
-            "t = get_target('board', targets_dir=sys.argv[1]); t.claim(); print('held', flush=True); "
-            "sys.stdin.readline()")
-    other = subprocess.Popen([sys.executable, "-c", code, str(board.targets)], text=True,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    key = S.keygen(tmp_path / "key")
+    d = S.Sshd(tmp_path / "sshd", [key]).start()
     try:
-        assert other.stdout.readline().strip() == "held"
-        model = str(models_dir / "cnn.onnx")
-        r = board.cli("profile", model, "--target", "board", *FAST)
-        assert r.exit_code == 1 and "is in use by another edgeprof run" in r.output
-        assert r.output.count("\n") == 1
+        own = Board(tmp_path, d, key)
+        own.write("solo")
+        code = ("import sys; from edgeprof.targets import get_target; "
+                "t = get_target('solo', targets_dir=sys.argv[1]); t.claim(); "
+                "print('held', flush=True); sys.stdin.readline()")
+        other = subprocess.Popen([sys.executable, "-c", code, str(own.targets)], text=True,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert other.stdout.readline().strip() == "held"
+            model = str(models_dir / "cnn.onnx")
+            r = own.cli("profile", model, "--target", "solo", *FAST)
+            assert r.exit_code == 1 and "is in use by another edgeprof run" in r.output
+            assert r.output.count("\n") == 1
 
-        def release():
-            other.stdin.write("\n")
-            other.stdin.flush()
-        threading.Timer(1.0, release).start()
-        r = board.cli("profile", model, "--target", "board", "--wait", *FAST)
-        assert r.exit_code == 0, r.output
+            def release():
+                other.stdin.write("\n")
+                other.stdin.flush()
+            threading.Timer(1.0, release).start()
+            r = own.cli("profile", model, "--target", "solo", "--wait", *FAST)
+            assert r.exit_code == 0, r.output
+        finally:
+            other.kill()
+            other.wait()
     finally:
-        other.kill()
-        other.wait()
+        d.stop()
