@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgeprof.robustness.corruptions import CORRUPTIONS, corrupt, to_float, to_uint8  # noqa: E402
+from edgeprof.robust.corruptions import CORRUPTIONS, corrupt, to_float, to_uint8  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "corruptions" / "reference.npz"
 

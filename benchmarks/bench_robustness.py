@@ -36,9 +36,9 @@ from edgeprof.data import load_npz  # noqa: E402
 from edgeprof.demo import demo_paths  # noqa: E402
 from edgeprof.inputspec import load_spec, worker_spec  # noqa: E402
 from edgeprof.models import open_model  # noqa: E402
-from edgeprof.robustness.corruptions import CORRUPTIONS  # noqa: E402
-from edgeprof.robustness.datasets import DataCache, corrupted_set, image_set  # noqa: E402
-from edgeprof.robustness.evaluate import RobustnessConfig, evaluate_robustness  # noqa: E402
+from edgeprof.robust.corruptions import CORRUPTIONS  # noqa: E402
+from edgeprof.robust.datasets import DataCache, corrupted_set, image_set  # noqa: E402
+from edgeprof.robust.evaluate import RobustnessConfig, evaluate_robustness  # noqa: E402
 from edgeprof.targets.worker import apply_input_spec  # noqa: E402
 
 SLOW = ("snow", "frost", "spatter")
@@ -51,8 +51,8 @@ import numpy as np
 import scipy.stats  # noqa: F401  (imported by the run; counted before it, like the others)
 from edgeprof.data import load_npz
 from edgeprof.models import open_model
-from edgeprof.robustness import corruptions  # noqa: F401
-from edgeprof.robustness.evaluate import RobustnessConfig, evaluate_robustness
+from edgeprof.robust import corruptions  # noqa: F401
+from edgeprof.robust.evaluate import RobustnessConfig, evaluate_robustness
 def status(key):
     for line in open('/proc/self/status'):
         if line.startswith(key):

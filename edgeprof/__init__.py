@@ -9,8 +9,8 @@ The library first (the command line is a thin layer over it)::
 __version__ = "0.1.0"
 
 from .api import (Accuracy, Decision, Latency, Results, accuracy, compare,  # noqa: E402
-                  decide, load_results, profile, quantize, sweep)
+                  decide, load_results, profile, quantize, robustness, sweep)
 from .errors import EdgeprofError  # noqa: E402
 
-__all__ = ["profile", "accuracy", "quantize", "sweep", "load_results", "decide", "compare", "Results",
+__all__ = ["profile", "accuracy", "robustness", "quantize", "sweep", "load_results", "decide", "compare", "Results",
            "Latency", "Accuracy", "Decision", "EdgeprofError", "__version__"]

@@ -313,6 +313,52 @@ def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
     return Results(records=tuple(out), path=Path(results) if results else None)
 
 
+def robustness(models: PathLike | Sequence[PathLike], data: PathLike, *,
+               corruptions: str | Sequence[str] = "all", severities: Any = (1, 2, 3, 4, 5),
+               limit: int | None = None, attacks: dict[str, Any] | None = None,
+               target: str = "local", baseline: PathLike | None = None,
+               preprocess: PathLike | None = None, results: PathLike | None = None,
+               cache_dir: PathLike | None = None, targets_dir: PathLike | None = None,
+               seed: int = 0, progress: Progress | None = None) -> Results:
+    """Robustness of ``models`` against their fp32 root (or ``baseline``) on one target: clean
+    and corrupted accuracy with CIs, CE/mCE, calibration and, with ``attacks`` (as a sweep's
+    ``[measure] attacks``, e.g. {"square": {"eps": ["8/255"], "queries": 100}}), robust accuracy."""
+    from .data import load_npz
+    from .results import ResultStore
+    from .robust import metrics as M
+    from .robust.evaluate import config_from_plan, evaluate_robustness, families
+    from .targets import get_target
+    from .variants.cache import Cache
+
+    names = [models] if isinstance(models, (str, Path)) else list(models)
+    ds = load_npz(data)
+    first = next(iter(ds.x.values()))
+    channels = first.shape[3] if first.ndim == 4 else 1
+    config = config_from_plan({"corruptions": M.parse_corruptions(corruptions, channels),
+                               "severities": M.parse_severities(list(severities)
+                                                                if not isinstance(severities, str)
+                                                                else severities),
+                               "limit": limit, "seed": seed}, attacks, None, None)
+    cache = Cache(Path(cache_dir) if cache_dir else None)
+    groups = families(cache, [str(m) for m in names], Path(preprocess) if preprocess else None,
+                      str(baseline) if baseline else None)
+    out: list[dict[str, Any]] = []
+    t = get_target(target, targets_dir=targets_dir)
+    try:
+        with ResultStore(results) as store:
+            for gi, (base_ref, refs) in enumerate(groups):
+                def sub(desc: str, frac: float, gi: int = gi) -> None:
+                    if progress:
+                        progress(desc, (gi + frac) / len(groups))
+                res = evaluate_robustness(refs, ds, config, target=t, target_name=t.name,
+                                          cache_dir=cache.root, baseline=base_ref, store=store,
+                                          progress=sub)
+                out += res.records
+    finally:
+        getattr(t, "close", lambda: None)()
+    return Results(records=tuple(out), path=Path(results) if results else None)
+
+
 def quantize(model: PathLike, precision: str, *, calib: PathLike | None = None,
              data: PathLike | None = None, per_channel: bool = True, format: str = "qdq",
              calib_method: str = "minmax", calib_rows: int = 200, types: str = "S8S8",

@@ -70,3 +70,11 @@ def test_accuracy_with_a_task_metric(models_dir, image_data, tmp_path):
     (a,), (b,) = top1.accuracy, top2.accuracy
     assert a.metric == "top1" and b.metric == "topk:2" and b.accuracy >= a.accuracy
     assert b.n == a.n == 20 and b.accuracy_ci[0] <= b.accuracy <= b.accuracy_ci[1]
+
+
+def test_robustness_from_python(models_dir, image_data, tmp_path):
+    res = edgeprof.robustness(models_dir / "cnn.onnx", image_data, corruptions=["gaussian_noise"],
+                              severities=[1, 3], cache_dir=tmp_path / "c")
+    (rec,) = [r for r in res.records if r["kind"] == "robustness"]
+    assert rec["n"] == 20 and 0 <= rec["mean_corruption_accuracy"] <= 1
+    assert callable(edgeprof.robustness) and callable(edgeprof.sweep)  # not shadowed by packages

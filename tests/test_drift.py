@@ -1,6 +1,6 @@
 """edgeprof drift: the demo model quantized (int8-static, minmax) on its calibration set, against
 field sets drawn from its distribution (eval rows as they are) and made noisier (ImageNet-C impulse
-noise from edgeprof.robustness at rising severities)."""
+noise from edgeprof.robust at rising severities)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from edgeprof.cli import cli
 from edgeprof.demo import demo_paths
 from edgeprof.drift import THRESHOLDS, _check_variant
 from edgeprof.errors import InputError
-from edgeprof.robustness.corruptions import corrupt, to_float, to_uint8
+from edgeprof.robust.corruptions import corrupt, to_float, to_uint8
 from edgeprof.variants.cache import Variant
 
 D = demo_paths()

@@ -47,7 +47,7 @@ def load_images(path: Path):
     if y is not None and (y.ndim != 1 or y.shape[0] != x.shape[0]):
         raise InputError(f"y must have shape ({x.shape[0]},) to match x; got {y.shape}")
     if x.dtype == np.uint8:
-        from edgeprof.robustness.corruptions import to_float
+        from edgeprof.robust.corruptions import to_float
 
         return to_float(images), x, y
     if x.dtype.kind != "f":
@@ -64,7 +64,7 @@ def corrupt_images(images, name: str, severity: int, seed: int):
     """Corrupt in chunks (bounded memory); chunk i uses the seed sequence (seed, i)."""
     import numpy as np
 
-    from edgeprof.robustness.corruptions import corrupt
+    from edgeprof.robust.corruptions import corrupt
 
     per_image = int(np.prod(images.shape[1:])) * 4
     step = max(1, _CHUNK_BYTES // per_image)
@@ -75,7 +75,7 @@ def corrupt_images(images, name: str, severity: int, seed: int):
 
 def _like_input(result, original):
     """Back to the input's dtype and shape."""
-    from edgeprof.robustness.corruptions import to_uint8
+    from edgeprof.robust.corruptions import to_uint8
 
     out = to_uint8(result) if original.dtype.name == "uint8" else result.astype(original.dtype)
     return out.reshape(original.shape)
@@ -135,7 +135,7 @@ def _corrupt_command(data: Path, corruption: str, severity: int, seed: int, out:
     """Corrupt the images in DATA (.npz with 'x', uint8 or float32 NHWC) as ImageNet-C does."""
     import numpy as np
 
-    from edgeprof.robustness.corruptions import CORRUPTIONS
+    from edgeprof.robust.corruptions import CORRUPTIONS
 
     if corruption != "all" and corruption not in CORRUPTIONS:
         raise InputError(f"unknown corruption {corruption!r}; valid: all, {', '.join(CORRUPTIONS)}")

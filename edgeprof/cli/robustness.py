@@ -57,10 +57,10 @@ def robustness(ctx: click.Context, models: tuple[str, ...], data: Path, preproce
     from ..errors import InputError
     from ..report.terminal import terminal_console
     from ..results import ResultStore, check_writable, write_json
-    from ..robustness import metrics as M
+    from ..robust import metrics as M
     from ..storage import is_stdout
-    from ..robustness.evaluate import (ATTACKS, TRANSFER, AttackConfig, RobustnessConfig,
-                                       evaluate_robustness)
+    from ..robust.evaluate import (ATTACKS, TRANSFER, AttackConfig, RobustnessConfig,
+                                       evaluate_robustness, families)
     from ..targets import get_target
     from ..variants.cache import Cache
     from .progress import progress_bar
@@ -98,7 +98,7 @@ def robustness(ctx: click.Context, models: tuple[str, ...], data: Path, preproce
     if not config.corruptions and not config.attacks:
         raise InputError("nothing to evaluate: --corruptions none and no --attack")
     cache = Cache(cache_dir)
-    groups = _families(cache, list(models), preprocess, baseline)
+    groups = families(cache, list(models), preprocess, baseline)
     store = ResultStore(results, wait=wait)
     try:
         target = get_target(target_name, targets_dir=targets_dir,
@@ -131,32 +131,6 @@ def robustness(ctx: click.Context, models: tuple[str, ...], data: Path, preproce
     store.check()
     if json_out:
         write_json(json_out, records)
-
-
-def _families(cache, models: list[str], preprocess: Path | None, baseline: str | None) -> list:
-    """[(baseline ref, [model refs])]: one group per baseline (each model's fp32 root unless
-    --baseline names one). --preprocess applies to the root models given."""
-    from ..errors import InputError
-    from ..variants.family import open_variant
-
-    def open_one(arg: str):
-        ref, v = cache.resolve(arg)
-        if v is not None and v.parent is not None:
-            return v, cache.get(v.root)
-        return open_variant(cache, arg, preprocess)
-
-    fixed = open_one(baseline)[0] if baseline else None
-    groups: dict[str, tuple[Any, list]] = {}
-    for arg in models:
-        v, root = open_one(arg)
-        base = fixed or root
-        if base is None:
-            raise InputError(f"{v.short_id}: its root {v.root[:12]} is not in the cache "
-                             f"{cache.root}; name a baseline with --baseline MODEL")
-        entry = groups.setdefault(base.id, (cache.ref(base), []))
-        if v.id not in {r.id for r in entry[1]}:
-            entry[1].append(cache.ref(v))
-    return list(groups.values())
 
 
 def _pct(v: float | None) -> str:

@@ -261,7 +261,7 @@ class SweepRunner:
         if not cfg and not self.plan.attacks:
             return
         try:
-            run = importlib.import_module("edgeprof.robustness.evaluate").sweep_robustness
+            run = importlib.import_module("edgeprof.robust.evaluate").sweep_robustness
         except (ImportError, AttributeError):
             self._error("robustness", "robustness", EdgeprofError(
                 "this edgeprof build has no robustness evaluation"))

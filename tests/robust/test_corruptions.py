@@ -18,8 +18,8 @@ from scipy import stats
 
 from edgeprof.cli import cli
 from edgeprof.errors import InputError, NotApplicable
-from edgeprof.robustness import _blur, _ops, _weather, tabular
-from edgeprof.robustness.corruptions import (CORRUPTIONS, DETERMINISTIC, PARAMS, corrupt, spatial_scale,
+from edgeprof.robust import _blur, _ops, _weather, tabular
+from edgeprof.robust.corruptions import (CORRUPTIONS, DETERMINISTIC, PARAMS, corrupt, spatial_scale,
                                              to_float, to_uint8)
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "corruptions" / "reference.npz"

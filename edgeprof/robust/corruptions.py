@@ -60,7 +60,7 @@ from typing import Callable
 import numpy as np
 
 from edgeprof.errors import InputError, NotApplicable
-from edgeprof.robustness import _blur, _weather
+from edgeprof.robust import _blur, _weather
 
 F32 = np.float32
 REFERENCE_SIZE = 224
@@ -254,7 +254,7 @@ def _jpeg(x: np.ndarray, c: int, rng: np.random.Generator, s: float) -> np.ndarr
 
 
 def _pixelate(x: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np.ndarray:
-    from edgeprof.robustness._ops import box_pixelate
+    from edgeprof.robust._ops import box_pixelate
 
     h, w = x.shape[1:3]
     return box_pixelate(x, max(1, int(h * c)), max(1, int(w * c)))

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeprof.robustness import _ops
-from edgeprof.robustness._frost import frost_textures
+from edgeprof.robust import _ops
+from edgeprof.robust._frost import frost_textures
 
 F32 = np.float32
 

@@ -466,3 +466,28 @@ def sweep_robustness(runner: Any, variants: list, evaluation: Dataset, scratch: 
         finally:
             getattr(target, "close", lambda: None)()
     return written
+
+
+def families(cache, models: list[str], preprocess: Path | None, baseline: str | None) -> list:
+    """[(baseline ref, [model refs])]: one group per baseline (each model's fp32 root unless
+    --baseline names one). --preprocess applies to the root models given."""
+    from ..variants.family import open_variant
+
+    def open_one(arg: str):
+        ref, v = cache.resolve(arg)
+        if v is not None and v.parent is not None:
+            return v, cache.get(v.root)
+        return open_variant(cache, arg, preprocess)
+
+    fixed = open_one(baseline)[0] if baseline else None
+    groups: dict[str, tuple[Any, list]] = {}
+    for arg in models:
+        v, root = open_one(arg)
+        base = fixed or root
+        if base is None:
+            raise InputError(f"{v.short_id}: its root {v.root[:12]} is not in the cache "
+                             f"{cache.root}; name a baseline with --baseline MODEL")
+        entry = groups.setdefault(base.id, (cache.ref(base), []))
+        if v.id not in {r.id for r in entry[1]}:
+            entry[1].append(cache.ref(v))
+    return list(groups.values())

@@ -19,8 +19,8 @@ from edgeprof.inputspec import load_spec, worker_spec
 from edgeprof.measure.accuracy import predict, top1
 from edgeprof.models import open_model
 from edgeprof.results import ResultStore, read_records
-from edgeprof.robustness.datasets import DataCache, corrupted_set, image_set
-from edgeprof.robustness.evaluate import RobustnessConfig, evaluate_robustness, sweep_robustness
+from edgeprof.robust.datasets import DataCache, corrupted_set, image_set
+from edgeprof.robust.evaluate import RobustnessConfig, evaluate_robustness, sweep_robustness
 from edgeprof.targets import get_target
 from edgeprof.targets.worker import apply_input_spec, decode_array, encode_array
 from edgeprof.variants.cache import Cache
@@ -246,7 +246,7 @@ def test_cli_bad_input_is_one_line(case, tmp_path):
 
 
 def test_large_replies_are_split_into_several_requests(data, baseline, tmp_path, monkeypatch):
-    from edgeprof.robustness import evaluate as ev
+    from edgeprof.robust import evaluate as ev
 
     cfg = RobustnessConfig(corruptions=[], limit=600)
     whole = evaluate_robustness([baseline], data, cfg, cache_dir=tmp_path, baseline=baseline)

@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-from edgeprof.robustness import _ops
+from edgeprof.robust import _ops
 
 F32 = np.float32
 

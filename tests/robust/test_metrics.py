@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgeprof.errors import InputError
-from edgeprof.robustness import metrics as M
+from edgeprof.robust import metrics as M
 
 
 def ece_reference(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:

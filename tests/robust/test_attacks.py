@@ -8,9 +8,9 @@ from edgeprof.data import load_npz
 from edgeprof.demo import demo_paths
 from edgeprof.inputspec import load_spec, worker_spec
 from edgeprof.models import open_model
-from edgeprof.robustness import attacks as atk
-from edgeprof.robustness.datasets import image_set
-from edgeprof.robustness.evaluate import AttackConfig, RobustnessConfig, evaluate_robustness
+from edgeprof.robust import attacks as atk
+from edgeprof.robust.datasets import image_set
+from edgeprof.robust.evaluate import AttackConfig, RobustnessConfig, evaluate_robustness
 from edgeprof.targets import get_target
 from edgeprof.targets.worker import decode_array, encode_array
 from tests.conftest import require

@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from edgeprof.robustness._ops import plasma_fractal
+from edgeprof.robust._ops import plasma_fractal
 
 F32 = np.float32
 
