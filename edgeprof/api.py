@@ -251,8 +251,6 @@ def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
     mae, rmse, miou, module:function; its CI from the rows) of ``models`` on the first
     ``limit`` labelled rows of ``data``, computed from the outputs of the runtime on each
     target. Records of another metric hold ``metric``, ``score``, ``score_ci``."""
-    import hashlib
-
     from .metrics import get_metric, labels_of
     m = get_metric(metric)
     if m.needs_reference:
@@ -261,10 +259,9 @@ def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
     import tempfile
 
     from .data import load_npz
-    from .measure.accuracy import accuracy_record, rows_sha256
+    from .measure.accuracy import metric_key, metric_record, outputs_on
     from .results import ResultStore
     from .targets import get_target
-    from .targets.worker import decode_array
     from .variants.family import resolve_models, spec_for_worker
 
     names = [models] if isinstance(models, (str, Path)) else list(models)
@@ -283,29 +280,11 @@ def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
                     if progress:
                         progress(f"{name}: accuracy of {ref.name}",
                                  (ti + i / len(refs)) / len(tnames))
-                    key = rows_sha256(ds, n)
-                    if m.name != "top1":
-                        key = hashlib.sha256(f"{key}:{m.name}".encode()).hexdigest()
-                    if store.has((ref.id, name, 1, None, "accuracy", key)):
+                    if store.has((ref.id, name, 1, None, "accuracy", metric_key(ds, n, m.name))):
                         continue
-                    spec = spec_for_worker(ref.input_spec, raw_dtype)
-                    with t.start_worker(f"{ref.name} accuracy") as w:
-                        w.request("load", path=t.stage(ref.path), threads=1, batch=None,
-                                  inputs={"npz": npz}, spec=spec)
-                        got = w.request("predict", npz=npz, start=0, stop=n, batch=250,
-                                        spec=spec)["outputs"]
-                    outs = {k: decode_array(a) for k, a in got.items()}
-                    if m.name == "top1":
-                        rec = accuracy_record(ref, name, 1, ds, next(iter(outs.values())))
-                    else:
-                        from .results import new_record
-                        rec = new_record(
-                            "accuracy", variant_id=ref.id, root_id=ref.root_id or ref.id,
-                            target=name, threads=1, batch=None, data_sha256=key,
-                            data_file_sha256=ds.sha256,
-                            model={"name": ref.name, "path": str(ref.path), "format": ref.format,
-                                   "model_bytes": ref.model_bytes, "zlib_bytes": ref.zlib_bytes},
-                            **m.score(outs, labels_of(ds, n)))
+                    outs = outputs_on(t, ref.path, npz, n, spec_for_worker(ref.input_spec, raw_dtype),
+                                      f"{ref.name} accuracy")
+                    rec = metric_record(ref, name, ds, m, outs, labels_of(ds, n))
                     store.append(rec)
                     out.append(rec)
             finally:

@@ -69,3 +69,40 @@ def accuracy_record(model: ModelRef, target: str, threads: int, data: Dataset,
                       model={"name": model.name, "path": str(model.path), "format": model.format,
                              "model_bytes": model.model_bytes, "zlib_bytes": model.zlib_bytes},
                       **res)
+
+
+def metric_key(data: Dataset, n: int, metric: str) -> str:
+    """The data key of an evaluation: the rows, and the metric when it is not top-1 (another
+    metric is another measurement; top-1 keys stay as they always were)."""
+    key = rows_sha256(data, n)
+    if metric == "top1":
+        return key
+    import hashlib
+    return hashlib.sha256(f"{key}:{metric}".encode()).hexdigest()
+
+
+def outputs_on(target: Any, path: Any, npz: str, n: int, spec: dict[str, Any] | None,
+               label: str) -> dict[str, np.ndarray]:
+    """Every output of a model for rows [0, n) of a staged npz, through a worker of ``target``
+    at the model's own batch."""
+    with target.start_worker(label) as w:
+        w.request("load", path=target.stage(path), threads=1, batch=None, inputs={"npz": npz},
+                  spec=spec)
+        out = w.request("predict", npz=npz, start=0, stop=n, batch=250, spec=spec)["outputs"]
+    return {k: decode_array(a) for k, a in out.items()}
+
+
+def metric_record(model: ModelRef, target: str, data: Dataset, metric: Any,
+                  outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, Any]:
+    """An accuracy record: top-1 as always (Wilson CI, per-row predictions), another metric
+    (edgeprof.metrics) with ``metric``, ``score``, ``score_ci`` and its direction."""
+    first = next(iter(outputs.values()))
+    if metric.name == "top1":
+        return accuracy_record(model, target, 1, data, first)
+    return new_record("accuracy", variant_id=model.id, root_id=model.root_id or model.id,
+                      target=target, threads=1, batch=None,
+                      data_sha256=metric_key(data, len(first), metric.name),
+                      data_file_sha256=data.sha256,
+                      model={"name": model.name, "path": str(model.path), "format": model.format,
+                             "model_bytes": model.model_bytes, "zlib_bytes": model.zlib_bytes},
+                      **metric.score(outputs, labels))

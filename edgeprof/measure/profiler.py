@@ -142,8 +142,9 @@ class Profiler:
         """Measure every configuration not already in the store. Returns (records, skipped)."""
         runs, skipped = [], []
         for m in models:
+            batches = self.batches_for(m)  # reads the model file once, not per thread count
             for t in self.s.threads:
-                for b in self.batches_for(m):
+                for b in batches:
                     r = _Run(m, t, b, procs=[_Proc(i) for i in range(max(1, self.s.processes))])
                     (skipped.append(r.label) if self.store.has(self.key(m, t, b)) else runs.append(r))
         records: list[dict[str, Any]] = []

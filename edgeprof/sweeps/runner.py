@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from ..data import Dataset, check_disjoint, load_npz
 from ..errors import EdgeprofError
-from ..measure.accuracy import accuracy_record, rows_sha256
+from ..measure.accuracy import metric_key, metric_record, outputs_on
 from ..measure.profiler import Profiler, Settings
 from ..results import ResultStore, new_record, read_records
 from ..targets import get_target
@@ -176,11 +176,9 @@ class SweepRunner:
         """The plan's metric (top-1 by default) of every variant on every target, two variants
         at a time (each in its own worker: nothing here is timed, so the two cores may share
         the work). ``agreement`` scores against the fp32 root's outputs, so the root goes first."""
-        import hashlib
         from concurrent.futures import ThreadPoolExecutor
 
         from ..metrics import get_metric, labels_of
-        from ..targets.worker import decode_array
 
         metric = get_metric(self.plan.metric)
         if metric.name == "top1" and evaluation.y is None:
@@ -194,9 +192,7 @@ class SweepRunner:
                 target = self._target(tname)
             except EdgeprofError:
                 continue
-            key_data = rows_sha256(evaluation, n)
-            if metric.name != "top1":  # another metric is another measurement
-                key_data = hashlib.sha256(f"{key_data}:{metric.name}".encode()).hexdigest()
+            key_data = metric_key(evaluation, n, metric.name)
             todo = [v for v in variants
                     if not self.store.has((v.id, tname, 1, None, "accuracy", key_data))]
             if metric.needs_reference:
@@ -206,35 +202,21 @@ class SweepRunner:
             done = [0]
             refs: dict[str, dict[str, Any]] = {}
 
-            def outputs_of(v: Variant, tname: str, target: Any, npz: Any) -> dict[str, Any]:
-                spec = spec_for_worker(v.input_spec, raw_dtype)
-                with target.start_worker(f"{v.label} accuracy") as w:
-                    w.request("load", path=target.stage(v.path), threads=1, batch=None,
-                              inputs={"npz": npz}, spec=spec)
-                    out = w.request("predict", npz=npz, start=0, stop=n, batch=250,
-                                    spec=spec)["outputs"]
-                return {k: decode_array(a) for k, a in out.items()}
+            def outputs_of(v: Variant, target: Any, npz: Any) -> dict[str, Any]:
+                return outputs_on(target, v.path, npz, n, spec_for_worker(v.input_spec, raw_dtype),
+                                  f"{v.label} accuracy")
 
             def one(v: Variant, tname: str = tname, target: Any = target, npz: Any = npz) -> None:
                 try:
-                    outs = outputs_of(v, tname, target, npz)
+                    outs = outputs_of(v, target, npz)
                     first = next(iter(outs.values()))
-                    if metric.name == "top1":
-                        rec = accuracy_record(self.cache.ref(v), tname, 1, evaluation, first)
-                    else:
-                        lab = dict(labels)
-                        if metric.needs_reference:
-                            root = refs.get(v.root)
-                            if root is None and v.id != v.root:
-                                root = outputs_of(self.cache.get(v.root), tname, target, npz)
-                            lab.update({f"ref:{k}": a for k, a in (root or outs).items()})
-                        ref = self.cache.ref(v)
-                        rec = new_record(
-                            "accuracy", variant_id=v.id, root_id=v.root, target=tname, threads=1,
-                            batch=None, data_sha256=key_data, data_file_sha256=evaluation.sha256,
-                            model={"name": ref.name, "path": str(ref.path), "format": ref.format,
-                                   "model_bytes": ref.model_bytes, "zlib_bytes": ref.zlib_bytes},
-                            **metric.score(outs, lab))
+                    lab = dict(labels)
+                    if metric.needs_reference:
+                        root = refs.get(v.root)
+                        if root is None and v.id != v.root:
+                            root = outputs_of(self.cache.get(v.root), target, npz)
+                        lab.update({f"ref:{k}": a for k, a in (root or outs).items()})
+                    rec = metric_record(self.cache.ref(v), tname, evaluation, metric, outs, lab)
                     if v.id == v.root:
                         refs[v.id] = outs
                     rec["outputs_file"] = self._side_file(first)

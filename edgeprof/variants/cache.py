@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data import file_sha256
 from ..errors import InputError
 from ..models import ModelRef, open_model
 
@@ -27,14 +28,6 @@ SCHEMA = "edgeprof.variant/1"
 #: larger ones are checked by size, and by hash with EDGEPROF_VERIFY=1 or `variants --verify`
 HASH_ALWAYS_BYTES = 256 * 1024 * 1024
 log = logging.getLogger("edgeprof")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _pid_alive(pid: int) -> bool:
