@@ -260,7 +260,7 @@ def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
 
     from .data import load_npz
     from .measure.accuracy import metric_key, metric_record, outputs_on
-    from .results import ResultStore
+    from .results import RecordKey, ResultStore
     from .targets import get_target
     from .variants.family import resolve_models, spec_for_worker
 
@@ -280,7 +280,8 @@ def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
                     if progress:
                         progress(f"{name}: accuracy of {ref.name}",
                                  (ti + i / len(refs)) / len(tnames))
-                    if store.has((ref.id, name, 1, None, "accuracy", metric_key(ds, n, m.name))):
+                    if store.has(RecordKey.evaluation("accuracy", ref.id, name,
+                                                     metric_key(ds, n, m.name), m.name)):
                         continue
                     outs = outputs_on(t, ref.path, npz, n, spec_for_worker(ref.input_spec, raw_dtype),
                                       f"{ref.name} accuracy")

@@ -10,7 +10,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import field_validator
+
 from .errors import InputError
+from .validate import Strict
 
 LAYOUTS = ("NCHW", "NHWC")
 ORDERS = ("RGB", "BGR")
@@ -39,50 +42,78 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str = "InputSpec") -> "InputSpec":
-        unknown = set(raw) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InputError(f"{where}: unknown key(s) {sorted(unknown)}; "
-                             f"allowed: {sorted(cls.__dataclass_fields__)}")
-        layout = raw.get("layout")
-        if layout is not None and str(layout).upper() not in LAYOUTS:
-            raise InputError(f"{where}: layout {layout!r} must be NCHW or NHWC")
-        data_layout = raw.get("data_layout")
-        if data_layout is not None and str(data_layout).upper() not in LAYOUTS:
-            raise InputError(f"{where}: data_layout {data_layout!r} must be NCHW or NHWC")
-        order = str(raw.get("channel_order", "RGB")).upper()
-        if order not in ORDERS:
-            raise InputError(f"{where}: channel_order {order!r} must be RGB or BGR")
-        dtype = raw.get("dtype")
-        if dtype is not None and dtype not in DTYPES:
-            raise InputError(f"{where}: dtype {dtype!r} must be one of {', '.join(DTYPES)}")
+        """Checked by the declarative schema (``InputSpecFile``): one line naming the key."""
+        from .validate import check
+        f = check(InputSpecFile, raw, where)
+        return cls(layout=f.layout, data_layout=f.data_layout, channel_order=f.channel_order,
+                   scale=f.scale, mean=f.mean, std=f.std, dtype=f.dtype, resize=f.resize)
 
-        def floats(key: str) -> tuple[float, ...] | None:
-            v = raw.get(key)
-            if v is None:
-                return None
-            vals = v if isinstance(v, (list, tuple)) else [v]
-            try:
-                out = tuple(float(x) for x in vals)
-            except (TypeError, ValueError):
-                raise InputError(f"{where}: {key} must be a number or a list of numbers")
-            if key == "std" and any(x == 0 for x in out):
-                raise InputError(f"{where}: std must not contain 0")
-            return out
 
-        resize = raw.get("resize")
-        if resize is not None:
-            if (not isinstance(resize, (list, tuple)) or len(resize) != 2
-                    or not all(isinstance(r, int) and r > 0 for r in resize)):
-                raise InputError(f"{where}: resize must be [H, W] with positive integers")
-            resize = (int(resize[0]), int(resize[1]))
-        scale = raw.get("scale")
-        if scale is not None and not isinstance(scale, (int, float)):
-            raise InputError(f"{where}: scale must be a number")
-        return cls(layout=str(layout).upper() if layout else None,
-                   data_layout=str(data_layout).upper() if data_layout else None,
-                   channel_order=order,
-                   scale=float(scale) if scale is not None else None, mean=floats("mean"),
-                   std=floats("std"), dtype=dtype, resize=resize)
+def _floats(v: Any) -> tuple[float, ...] | None:
+    if v is None:
+        return None
+    vals = v if isinstance(v, (list, tuple)) else [v]
+    if not vals or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in vals):
+        raise ValueError("must be a number or a list of numbers")
+    return tuple(float(x) for x in vals)
+
+
+class InputSpecFile(Strict):
+    """The keys of an InputSpec TOML file and what each may hold."""
+    layout: Any = None
+    data_layout: Any = None
+    channel_order: Any = "RGB"
+    scale: float | None = None
+    mean: Any = None
+    std: Any = None
+    dtype: Any = None
+    resize: Any = None
+
+    @field_validator("layout", "data_layout")
+    @classmethod
+    def _layout(cls, v: Any) -> str | None:
+        if v is None:
+            return None
+        if not isinstance(v, str) or v.upper() not in LAYOUTS:
+            raise ValueError(f"{v!r} must be NCHW or NHWC")
+        return v.upper()
+
+    @field_validator("channel_order")
+    @classmethod
+    def _order(cls, v: Any) -> str:
+        if not isinstance(v, str) or v.upper() not in ORDERS:
+            raise ValueError(f"{v!r} must be RGB or BGR")
+        return v.upper()
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: Any) -> str | None:
+        if v is not None and v not in DTYPES:
+            raise ValueError(f"{v!r} must be one of {', '.join(DTYPES)}")
+        return v
+
+    @field_validator("mean")
+    @classmethod
+    def _mean(cls, v: Any) -> tuple[float, ...] | None:
+        return _floats(v)
+
+    @field_validator("std")
+    @classmethod
+    def _std(cls, v: Any) -> tuple[float, ...] | None:
+        out = _floats(v)
+        if out is not None and any(x == 0 for x in out):
+            raise ValueError("must not contain 0")
+        return out
+
+    @field_validator("resize")
+    @classmethod
+    def _resize(cls, v: Any) -> tuple[int, int] | None:
+        if v is None:
+            return None
+        if (not isinstance(v, (list, tuple)) or len(v) != 2
+                or not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in v)):
+            raise ValueError("must be [H, W] with positive integers")
+        return int(v[0]), int(v[1])
 
 
 def load_spec(path: str | Path) -> InputSpec:

@@ -1,6 +1,16 @@
-"""Result records (schema ``edgeprof.result/1``) and the append-only JSON Lines store.
+"""Result records (schema ``edgeprof.result/2``) and the append-only JSON Lines store.
 
-A record is a plain dict so it survives any tool; its key decides what a rerun may skip.
+A record is a plain dict so it survives any tool; its key (``RecordKey``, built here and only
+here) decides what a rerun may skip. Older schemas are read through ``upgrade``.
+
+Schema history:
+
+- ``edgeprof.result/1``: the first wave. Latency records had no ``mode``, accuracy and
+  robustness records no ``metric`` (both meant the defaults).
+- ``edgeprof.result/2``: the key names what tells results apart: ``mode`` (``burst`` |
+  ``sustained``) for latency, ``metric`` (``top1`` unless another task metric) for accuracy and
+  robustness, and the ``drift`` kind keyed by (variant, calibration+field sha256). Version-1
+  records are upgraded when read (defaults filled in), so earlier results files resume.
 """
 from __future__ import annotations
 
@@ -8,16 +18,71 @@ import datetime as _dt
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 from . import __version__
 from .errors import InputError
 
-SCHEMA = "edgeprof.result/1"
+SCHEMA = "edgeprof.result/2"
+OLD_SCHEMAS = ("edgeprof.result/1",)
 KINDS = ("latency", "accuracy", "robustness", "fidelity", "drift", "env", "error")
-# ``mode`` tells a sustained-load latency record from a burst one (absent: burst, as in every
-# record written before it existed, so earlier results files resume unchanged)
-KEY_FIELDS = ("variant_id", "target", "threads", "batch", "kind", "data_sha256", "mode")
+_EVALUATIONS = ("accuracy", "robustness")
+
+
+class RecordKey(NamedTuple):
+    """What tells two results apart; a rerun skips every key already in the results file.
+
+    ``mode`` is the latency mode (``burst`` | ``sustained``), ``metric`` the task metric of an
+    evaluation (``top1`` | ...); both are None for kinds they do not apply to. Build keys with
+    the constructors (or ``of(record)``): they fill the defaults, so a key and the record it
+    names always compare equal."""
+    variant_id: str | None
+    target: str | None
+    threads: int | None
+    batch: int | None
+    kind: str
+    data_sha256: str | None = None
+    mode: str | None = None
+    metric: str | None = None
+
+    def normalized(self) -> "RecordKey":
+        mode = (self.mode or "burst") if self.kind == "latency" else None
+        metric = (self.metric or "top1") if self.kind in _EVALUATIONS else None
+        return self._replace(mode=mode, metric=metric)
+
+    @classmethod
+    def of(cls, rec: dict[str, Any]) -> "RecordKey":
+        return cls(*(rec.get(f) for f in cls._fields)).normalized()
+
+    @classmethod
+    def latency(cls, variant_id: str, target: str, threads: int, batch: int | None,
+                data_sha256: str | None = None, mode: str = "burst") -> "RecordKey":
+        return cls(variant_id, target, threads, batch, "latency", data_sha256, mode)
+
+    @classmethod
+    def evaluation(cls, kind: str, variant_id: str, target: str, data_sha256: str | None,
+                   metric: str = "top1") -> "RecordKey":
+        """An accuracy or robustness evaluation (one worker thread, the model's own batch)."""
+        return cls(variant_id, target, 1, None, kind, data_sha256, None, metric).normalized()
+
+    @classmethod
+    def of_variant(cls, kind: str, variant_id: str, data_sha256: str | None) -> "RecordKey":
+        """A figure of the variant itself, measured on no target (fidelity, drift)."""
+        return cls(variant_id, None, None, None, kind, data_sha256)
+
+
+KEY_FIELDS = RecordKey._fields
+
+
+def upgrade(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record of an older schema as the current schema writes it (defaults filled in)."""
+    if rec.get("schema") == "edgeprof.result/1":
+        rec = dict(rec, schema=SCHEMA)
+        if rec.get("kind") == "latency":
+            rec.setdefault("mode", "burst")
+        elif rec.get("kind") in _EVALUATIONS:
+            rec.setdefault("metric", "top1")
+    return rec
 
 
 def new_record(kind: str, **fields: Any) -> dict[str, Any]:
@@ -26,15 +91,20 @@ def new_record(kind: str, **fields: Any) -> dict[str, Any]:
     rec = {"schema": SCHEMA, "kind": kind, "edgeprof_version": __version__,
            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     rec.update(fields)
+    if kind == "latency":
+        rec.setdefault("mode", "burst")
+    elif kind in _EVALUATIONS:
+        rec.setdefault("metric", "top1")
     return rec
 
 
-def record_key(rec: dict[str, Any]) -> tuple:
-    return tuple(rec.get(f) for f in KEY_FIELDS)
+def record_key(rec: dict[str, Any]) -> RecordKey:
+    return RecordKey.of(rec)
 
 
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a JSON Lines file; a torn last line (a crash mid-write) is skipped."""
+    """Records of a JSON Lines file, upgraded to the current schema; a torn last line (a crash
+    mid-write) is skipped."""
     p = Path(path)
     try:
         with open(p, encoding="utf-8") as f:
@@ -52,9 +122,13 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
             if i == len(lines) - 1:
                 continue
             raise InputError(f"{p}:{i + 1}: not a JSON record")
-        if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
-            raise InputError(f"{p}:{i + 1}: not an {SCHEMA} record")
-        yield rec
+        if not isinstance(rec, dict) or rec.get("schema") not in (SCHEMA, *OLD_SCHEMAS):
+            found = rec.get("schema") if isinstance(rec, dict) else None
+            raise InputError(f"{p}:{i + 1}: not an {SCHEMA} record"
+                             + (f" (schema {found!r}: written by a newer edgeprof?)"
+                                if isinstance(found, str) and found.startswith("edgeprof.result/")
+                                else ""))
+        yield upgrade(rec)
 
 
 def latest_run_errors(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -138,7 +212,7 @@ class ResultStore:
         tail = data[cut:]
         try:
             rec = json.loads(tail)
-            complete = isinstance(rec, dict) and rec.get("schema") == SCHEMA
+            complete = isinstance(rec, dict) and rec.get("schema") in (SCHEMA, *OLD_SCHEMAS)
         except ValueError:
             complete = False
         if complete:  # the record was written whole, only its newline is missing
@@ -152,9 +226,12 @@ class ResultStore:
             os.fsync(f.fileno())
         os.truncate(self.path, cut)
 
-    def has(self, key: tuple) -> bool:
-        """Keys given without the later fields (``mode``) mean their default (None)."""
-        return tuple(key) + (None,) * (len(KEY_FIELDS) - len(key)) in self._keys
+    def has(self, key: RecordKey | tuple) -> bool:
+        """A plain tuple given without the later fields (``mode``, ``metric``) means their
+        defaults."""
+        if not isinstance(key, RecordKey):
+            key = RecordKey(*key)
+        return key.normalized() in self._keys
 
     def append(self, rec: dict[str, Any]) -> None:
         for k, v in self.stamp.items():

@@ -14,7 +14,7 @@ from ..data import Dataset
 from ..errors import EdgeprofError, WorkerError
 from ..inputspec import InputSpec, worker_spec
 from ..models import ModelRef
-from ..results import ResultStore, new_record
+from ..results import RecordKey, ResultStore, new_record
 from ..targets.client import WorkerClient
 from .diagnose import diagnose
 from .stats import StopRule, StopState, summarize
@@ -135,8 +135,8 @@ class Profiler:
         return (model_batch(model.path) or 1,)
 
     def key(self, model: ModelRef, threads: int, batch: int) -> tuple:
-        return (model.id, self.target.name, threads, batch, "latency",
-                self.data.sha256 if self.data else None)
+        return RecordKey.latency(model.id, self.target.name, threads, batch,
+                                 self.data.sha256 if self.data else None)
 
     def run(self, models: list[ModelRef]) -> tuple[list[dict[str, Any]], list[str]]:
         """Measure every configuration not already in the store. Returns (records, skipped)."""

@@ -29,7 +29,7 @@ def test_profile_onnx_and_tflite_interleaved_with_records(models_dir, tmp_path):
         ("onnx", 1), ("onnx", 2), ("tflite", 1), ("tflite", 2)}
     for rec in recs:
         s = rec["stats"]
-        assert rec["schema"] == "edgeprof.result/1"
+        assert rec["schema"] == "edgeprof.result/2"
         assert len(rec["samples_s"]) == s["n"] >= 20
         assert sum(rec["samples_s"]) >= 0.05 or s["n"] == 10_000  # --max-runs default caps
         eps = 1e-9 * s["p50_s"]  # samples are ns * 1e-9: allow one rounding step
@@ -44,7 +44,7 @@ def test_profile_onnx_and_tflite_interleaved_with_records(models_dir, tmp_path):
     tfl = [x for x in recs if x["model"]["format"] == "tflite"]
     assert all(x["runtime"] == "litert" and x["io_samples_s"] for x in tfl)
     doc = json.loads(json_file.read_text())
-    assert doc["schema"] == "edgeprof.result/1" and len(doc["records"]) == 4
+    assert doc["schema"] == "edgeprof.result/2" and len(doc["records"]) == 4
     assert "p50" in r.output and "cnn.onnx" in r.output
 
 

@@ -1,0 +1,67 @@
+"""Declarative validation of the TOML files (sweep, target, InputSpec) with pydantic.
+
+Each file's shape is a pydantic model (unknown keys forbidden); ``check`` turns pydantic's
+errors into edgeprof's one-line ``ORIGIN: KEY: problem`` (the first problem found), so a user
+sees the file and the key, never a validation dump. Validators raise ``ValueError`` with the
+problem in edgeprof's words; pydantic's own messages are kept for plain type errors.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import InputError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    """Base of every file model: unknown keys are an error, values are not coerced across
+    types (a string is not a number), instances are frozen."""
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _key(loc: tuple[Any, ...], rename: Mapping[str, str]) -> str:
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
+    if parts:
+        parts[0] = rename.get(parts[0], parts[0])
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out
+
+
+def _message(err: dict[str, Any], allowed: list[str]) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return f"unknown key (known: {', '.join(allowed)})"
+    if kind == "missing":
+        return "required"
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    if kind in ("int_type", "float_type", "string_type", "bool_type", "list_type", "dict_type",
+                "int_parsing", "float_parsing"):
+        got = type(err.get("input")).__name__
+        want = {"int_type": "an integer", "int_parsing": "an integer", "float_type": "a number",
+                "float_parsing": "a number", "string_type": "a string", "bool_type": "true or false",
+                "list_type": "a list", "dict_type": "a table"}[kind]
+        return f"expected {want}, got {got}"
+    if kind == "literal_error":
+        return f"{err.get('input')!r}: {msg[0].lower()}{msg[1:]}"
+    return msg[0].lower() + msg[1:]
+
+
+def check(model: type[M], raw: Mapping[str, Any], origin: str,
+          rename: Mapping[str, str] | None = None) -> M:
+    """``raw`` (a parsed TOML table) as ``model``, or a one-line InputError
+    ``ORIGIN: KEY: problem`` (``rename`` maps field names to the names the user wrote)."""
+    rename = rename or {}
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        allowed = sorted(rename.get(k, k) for k in model.model_fields)
+        key = _key(tuple(err["loc"]), rename)
+        head = f"{origin}: {key}: " if key else f"{origin}: "
+        raise InputError(head + _message(err, allowed)) from None
