@@ -11,7 +11,6 @@ from ..inputspec import InputSpec, worker_spec
 from ..models import ModelRef
 from ..results import new_record
 from ..targets.client import WorkerClient
-from ..targets.worker import decode_array
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -30,9 +29,8 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 def predict(worker: WorkerClient, npz_path: str, n: int, spec: InputSpec | None,
             raw_dtype: str, batch: int = 64) -> np.ndarray:
     """First output of the model for rows [0, n) of an npz file, as float32 (N, ...)."""
-    out = worker.request("predict", npz=npz_path, start=0, stop=n, batch=batch,
-                         spec=worker_spec(spec, raw_dtype))
-    return decode_array(next(iter(out["outputs"].values()))).astype(np.float32)
+    out = worker.predict_rows(npz_path, n, batch=batch, spec=worker_spec(spec, raw_dtype))
+    return next(iter(out.values())).astype(np.float32)
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -86,10 +84,8 @@ def outputs_on(target: Any, path: Any, npz: str, n: int, spec: dict[str, Any] | 
     """Every output of a model for rows [0, n) of a staged npz, through a worker of ``target``
     at the model's own batch."""
     with target.start_worker(label) as w:
-        w.request("load", path=target.stage(path), threads=1, batch=None, inputs={"npz": npz},
-                  spec=spec)
-        out = w.request("predict", npz=npz, start=0, stop=n, batch=250, spec=spec)["outputs"]
-    return {k: decode_array(a) for k, a in out.items()}
+        w.load(target.stage(path), npz=npz, spec=spec)
+        return w.predict_rows(npz, n, batch=250, spec=spec)
 
 
 def metric_record(model: ModelRef, target: str, data: Dataset, metric: Any,

@@ -165,13 +165,12 @@ def onnx_accuracy(path: Path, data: Dataset, spec: dict[str, Any] | None, scratc
     """Top-1 accuracy (n, Wilson 95 % CI) of an ONNX file on labelled data, through the worker."""
     from ..measure.accuracy import top1
     from ..targets.client import start_local_worker
-    from ..targets.worker import decode_array
 
     npz = str(data.npz_path(scratch))
     with start_local_worker(f"accuracy {Path(path).name}") as w:
-        w.request("load", path=str(path), threads=1, batch=1, inputs={"npz": npz}, spec=spec)
-        out = w.request("predict", npz=npz, start=0, stop=data.n, batch=250, spec=spec)["outputs"]
-    logits = decode_array(next(iter(out.values()))).astype(np.float32)
+        w.load(path, batch=1, npz=npz, spec=spec)
+        out = w.predict_rows(npz, data.n, batch=250, spec=spec)
+    logits = next(iter(out.values())).astype(np.float32)
     return top1(logits, data.y)
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 import subprocess
 import sys
 import tempfile
@@ -13,6 +12,7 @@ from typing import Any, Callable, Protocol
 from ..errors import WorkerError
 
 WORKER_PATH = Path(__file__).with_name("worker.py")
+REPLY_MAX_BYTES = 64 << 20  # one predict reply (base64 JSON) stays under about this
 
 
 class Transport(Protocol):
@@ -104,10 +104,10 @@ def _death_reason(transport: Transport) -> str:
 
 
 class WorkerClient:
-    """Sends one request at a time and waits for its reply; progress replies go to ``on_progress``."""
+    """Sends one request at a time and waits for its reply; progress replies go to ``on_progress``.
 
-    #: requests sent by every client in this process, per command (tests count work with it)
-    sent: Counter = Counter()
+    ``load`` and ``predict_rows`` are the one way the host loads a model and reads its outputs
+    for rows of a staged data file (accuracy, fidelity, pruning, robustness)."""
 
     def __init__(self, transport: Transport, label: str = "worker"):
         self.transport = transport
@@ -135,7 +135,6 @@ class WorkerClient:
             raise WorkerError(f"{self.label}: the worker is closed")
         self._next_id += 1
         rid = self._next_id
-        WorkerClient.sent[cmd] += 1
         try:
             self.transport.write_line(json.dumps(dict(args, cmd=cmd, id=rid)))
         except (BrokenPipeError, OSError):
@@ -153,6 +152,44 @@ class WorkerClient:
                 raise WorkerError(f"{self.label}: {reply.get('error', 'unknown error')}")
             return reply
 
+    def load(self, path: str | Path, *, threads: int = 1, batch: int | None = None,
+             npz: str | None = None, spec: dict[str, Any] | None = None,
+             **extra: Any) -> dict[str, Any]:
+        """Load a model file already on the worker's machine (``batch`` None: the model's own;
+        ``npz``: the staged data file whose rows feed it). Returns the worker's reply."""
+        args = dict(extra, path=str(path), threads=threads, batch=batch, spec=spec)
+        if npz is not None:
+            args["inputs"] = {"npz": npz}
+        reply = self.request("load", **args)
+        self._row_bytes = _row_bytes(reply.get("outputs") or [])
+        return reply
+
+    def predict_rows(self, npz: str, stop: int, *, start: int = 0, batch: int = 64,
+                     spec: dict[str, Any] | None = None,
+                     reply_max_bytes: int = REPLY_MAX_BYTES) -> dict[str, Any]:
+        """Every output of the loaded model, by name, for rows [start, stop) of a staged npz.
+        Rows go in requests whose replies stay under ``reply_max_bytes``, sized from the output
+        shapes ``load`` reported (when a shape is dynamic, the first batch tells the bytes per
+        row)."""
+        import numpy as np
+
+        from .worker import decode_array
+
+        def rows_for(per_row: int) -> int:  # base64 JSON is 4/3 of the bytes
+            return max(batch, (reply_max_bytes * 3 // 4) // max(1, per_row) // batch * batch)
+        known = getattr(self, "_row_bytes", None)
+        parts: dict[str, list] = {}
+        i, rows = start, (rows_for(known) if known else batch)
+        while i < stop:
+            j = min(i + rows, stop)
+            out = self.request("predict", npz=npz, start=i, stop=j, batch=batch, spec=spec)
+            arrays = {k: decode_array(a) for k, a in out["outputs"].items()}
+            for k, a in arrays.items():
+                parts.setdefault(k, []).append(a)
+            rows = rows_for(known or sum(a.nbytes for a in arrays.values()) // max(1, j - i))
+            i = j
+        return {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
+
     def close(self) -> None:
         if not self.closed:
             try:
@@ -167,6 +204,23 @@ class WorkerClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _row_bytes(outputs: list[dict[str, Any]]) -> int | None:
+    """Bytes of one row of every output, from the shapes a load reply reports (None when a
+    dimension other than the batch is unknown)."""
+    import numpy as np
+    total = 0
+    for o in outputs:
+        dims = (o.get("shape") or [None])[1:]
+        if any(not isinstance(d, int) or d < 0 for d in dims):
+            return None
+        try:
+            item = np.dtype(o.get("dtype") or "float32").itemsize
+        except TypeError:
+            return None
+        total += int(np.prod(dims, dtype=np.int64)) * item
+    return total or None
 
 
 def start_local_worker(label: str = "local", python: str | None = None,

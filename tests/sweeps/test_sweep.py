@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_failing_cell_becomes_an_error_record(tmp_path):
     assert sum(x["kind"] == "latency" for x in recs) >= 2   # the good cells were measured
 
 
-def test_resume_after_a_kill_measures_only_what_is_missing(tmp_path):
+def test_resume_after_a_kill_measures_only_what_is_missing(tmp_path, monkeypatch):
     f = sweep_file(tmp_path)
     out = tmp_path / "out"
     env = dict(os.environ, EDGEPROF_CACHE_DIR=str(tmp_path / "cache"))
@@ -97,12 +98,18 @@ def test_resume_after_a_kill_measures_only_what_is_missing(tmp_path):
     n_lat = sum(x["kind"] == "latency" for x in before)
     n_acc = sum(x["kind"] == "accuracy" for x in before)
     assert n_lat == 3 and 1 <= n_acc <= 3, (n_lat, n_acc)  # usually 1 or 2: killed mid-phase
-    WorkerClient.sent.clear()
+    sent = Counter()  # the requests the rerun sends to its (real) workers
+    real_request = WorkerClient.request
+
+    def counted(self, cmd, *a, **kw):
+        sent[cmd] += 1
+        return real_request(self, cmd, *a, **kw)
+    monkeypatch.setattr(WorkerClient, "request", counted)
     r = CliRunner().invoke(cli, ["sweep", str(f), "--out", str(out), "--cache-dir",
                                  str(tmp_path / "cache"), "-q"])
     assert r.exit_code == 0, r.output
-    assert WorkerClient.sent["round"] == 0            # no latency measured again
-    assert WorkerClient.sent["predict"] == 3 - n_acc   # only the missing accuracies
+    assert sent["round"] == 0            # no latency measured again
+    assert sent["predict"] == 3 - n_acc   # only the missing accuracies
     after = list(read_records(results))
     assert sum(x["kind"] == "accuracy" for x in after) == 3
     assert sum(x["kind"] == "latency" for x in after) == 3
