@@ -8,7 +8,7 @@ BOARD  := .venv-board
 # PyPI once), kept outside the checkout and shared by every cache, the tests and `make bench`.
 export EDGEPROF_TOOLS_DIR ?= $(HOME)/.cache/edgeprof-tools
 
-.PHONY: setup tools board-env demo test bench clean
+.PHONY: setup tools board-env board-env-old demo test bench clean
 
 setup: $(VENV)/.installed tools
 
@@ -32,14 +32,22 @@ $(BOARD)/.installed:
 	$(BOARD)/bin/python -m pip install -q "numpy==1.26.*" onnxruntime ai-edge-litert
 	touch $@
 
+# A board with an older onnxruntime: the lab tests check that a group mixing runtime versions is
+# refused before any row is sharded.
+board-env-old: $(BOARD)-old/.installed
+$(BOARD)-old/.installed:
+	test -x $(BOARD)-old/bin/python || $(PYTHON) -m venv $(BOARD)-old
+	$(BOARD)-old/bin/python -m pip install -q "numpy==1.26.*" "onnxruntime==1.22.*"
+	touch $@
+
 demo: setup
 	$(BIN)/edgeprof demo
 
-test: setup board-env
+test: setup board-env board-env-old
 	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(BOARD) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(BOARD) $(BOARD)-old .pytest_cache build *.egg-info

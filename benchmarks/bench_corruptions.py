@@ -1,15 +1,19 @@
 """Images per second of edgeprof's corruptions vs a per-image loop of the reference (imagecorruptions).
 
-    python benchmarks/bench_corruptions.py [--rounds 3] [--batch 32] [--severity 3]
+    python benchmarks/bench_corruptions.py [--rounds 5] [--batch 32] [--severity 3] [--only fog,snow]
 
 Both sides get the same uint8 batches (224x224 RGB and 28x28 grayscale, made from scikit-image's
-sample images shipped in tests/fixtures/corruptions/reference.npz) and return uint8, so edgeprof's
-timing includes its uint8 <-> float32 conversions. The reference runs in its own environment
-(``--reference-python``, default ``$EDGEPROF_IC_PYTHON`` or /tmp/icenv/bin/python, built as
-tests/fixtures/corruptions/make_reference.py describes) as a long-lived subprocess, one
-``corrupt()`` call per image, 28 px images padded to its 32 px minimum. Rounds alternate between the
-two sides so that drift of the machine hits both alike; the median round is reported. The reference
-stops a round after ~0.5 s (glass blur takes about a second per 224 px image).
+sample images shipped in tests/fixtures/corruptions/reference.npz) and return uint8: edgeprof through
+``corrupt_uint8`` (its blocks on every CPU this process may use; ``EDGEPROF_THREADS`` overrides),
+the reference one ``corrupt()`` call per image, 28 px images padded to its 32 px minimum. The
+reference runs in its own managed environment (imagecorruptions 1.1.2 and the versions that wrote
+the test fixtures, pinned in edgeprof/tools.py), created on first use under ``$EDGEPROF_TOOLS_DIR``
+(``make bench`` sets ~/.cache/edgeprof-tools) and reused after; ``--reference-python`` or
+``$EDGEPROF_IC_PYTHON`` points at another interpreter instead. It runs as a long-lived subprocess.
+Rounds alternate between the two sides (who goes first alternates too) so that drift of a busy
+machine hits both alike; the median round is reported. The reference stops a round after ~0.5 s
+(glass blur takes about a second per 224 px image). The summary is the geometric mean of the
+speed-ups over all corruptions, glass blur's part of it, and the mean over the others.
 """
 from __future__ import annotations
 
@@ -29,12 +33,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgeprof.robust.corruptions import CORRUPTIONS, corrupt, to_float, to_uint8  # noqa: E402
+from edgeprof.robust.corruptions import CORRUPTIONS, corrupt_uint8, threads  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "corruptions" / "reference.npz"
 
 WORKER = r"""
 import json, sys, time, warnings
+warnings.simplefilter("ignore")             # its pkg_resources import warns on every start
 import numpy as np
 np.float_ = np.float64                      # imagecorruptions 1.1.2 on numpy 2
 import imagecorruptions.corruptions as ic
@@ -83,15 +88,18 @@ def make_batches(n: int) -> dict[str, np.ndarray]:
 class Reference:
     """The reference implementation in its own interpreter, driven over stdin/stdout."""
 
-    def __init__(self, python: str, batches: dict[str, np.ndarray]):
+    def __init__(self, python: str, batches: dict[str, np.ndarray], env: dict[str, str] | None = None):
         self.tmp = tempfile.TemporaryDirectory()
         data = Path(self.tmp.name) / "batches.npz"
         np.savez(data, **batches)
         script = Path(self.tmp.name) / "worker.py"
         script.write_text(WORKER)
         self.proc = subprocess.Popen([python, str(script), str(data)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        json.loads(self.proc.stdout.readline())
+                                     stdout=subprocess.PIPE, text=True, env=env)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the reference interpreter {python} did not start (exit {self.proc.wait()})")
+        json.loads(line)
 
     def images_per_s(self, batch: str, name: str, severity: int) -> float:
         self.proc.stdin.write(json.dumps({"batch": batch, "name": name, "severity": severity, "budget_s": 0.5}) + "\n")
@@ -107,31 +115,72 @@ class Reference:
 
 def ours_images_per_s(images: np.ndarray, name: str, severity: int) -> float:
     t0 = time.perf_counter()
-    to_uint8(corrupt(to_float(images), name, severity, seed=0))
+    corrupt_uint8(images, name, severity, seed=0)
     return len(images) / (time.perf_counter() - t0)
+
+
+def reference_interpreter(explicit: str | None) -> tuple[str | None, dict[str, str] | None, str]:
+    """(python, env, description) of the reference; the managed environment unless one is given."""
+    if explicit:
+        if not Path(explicit).exists():
+            return None, None, f"no reference interpreter at {explicit}"
+        return explicit, None, explicit
+    from edgeprof.errors import InputError
+    from edgeprof.tools import ensure_tool
+    from edgeprof.variants.cache import cache_root
+
+    try:
+        env = ensure_tool("imagecorruptions", cache_root(None), lambda msg: print(msg, flush=True))
+    except InputError as exc:
+        return None, None, f"could not set up the reference environment: {exc}"
+    versions = ", ".join(f"{k} {v}" for k, v in env.versions().items())
+    return str(env.python), env.subprocess_env(), f"{env.dir} ({versions})"
+
+
+def geometric_mean(ratios: list[float]) -> float:
+    return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+
+
+def summary(ratios: dict[str, float]) -> list[str]:
+    """The geometric mean over all, glass blur's factor in it, the mean over the rest, the losers."""
+    lines = [f"{'geometric mean':20s} {'':10s} {'':10s} {geometric_mean(list(ratios.values())):8.1f}x"
+             f"   (over {len(ratios)})"]
+    if "glass_blur" in ratios and len(ratios) > 1:
+        rest = [r for n, r in ratios.items() if n != "glass_blur"]
+        share = ratios["glass_blur"] ** (1 / len(ratios))
+        lines.append(f"{'  without glass blur':20s} {'':10s} {'':10s} {geometric_mean(rest):8.1f}x"
+                     f"   (over {len(rest)}; glass blur's {ratios['glass_blur']:.0f}x contributes a factor "
+                     f"{share:.2f} to the mean over all)")
+    slower = [f"{n} {r:.2f}x" for n, r in ratios.items() if r < 1]
+    lines.append("slower than the reference: " + (", ".join(slower) if slower else "none"))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--severity", type=int, default=3)
-    ap.add_argument("--reference-python", default=os.environ.get("EDGEPROF_IC_PYTHON", "/tmp/icenv/bin/python"))
+    ap.add_argument("--only", default="", help="comma-separated corruptions (default: all 19)")
+    ap.add_argument("--sizes", default="rgb224,gray28", help="batches to time: rgb224, gray28")
+    ap.add_argument("--reference-python", default=os.environ.get("EDGEPROF_IC_PYTHON"),
+                    help="the reference's interpreter (default: the managed environment)")
     if argv is None:  # under ``python -m benchmarks corruptions`` sys.argv holds the runner's filter
         argv = sys.argv[1:] if __name__ == "__main__" else []
     args = ap.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(CORRUPTIONS)
+    unknown = sorted(set(names) - set(CORRUPTIONS))
+    if unknown:
+        sys.exit(f"error: unknown corruption(s) {', '.join(unknown)}")
 
-    batches = make_batches(args.batch)
-    ref = None
-    if Path(args.reference_python).exists():
-        ref = Reference(args.reference_python, batches)
-    else:
-        print(f"note: no reference interpreter at {args.reference_python}; timing edgeprof only "
-              "(build it as tests/fixtures/corruptions/make_reference.py describes)")
+    batches = {k: v for k, v in make_batches(args.batch).items() if k in args.sizes.split(",")}
+    python, env, where = reference_interpreter(args.reference_python)
+    ref = Reference(python, batches, env) if python else None
+    print(f"reference: {where}" + ("" if ref else "; timing edgeprof only"), flush=True)
 
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
     for key, images in batches.items():
-        for name in CORRUPTIONS:
+        for name in names:
             if name == "saturate" and images.ndim == 3:
                 continue
             grayscale = images[..., None] if images.ndim == 3 else images
@@ -148,23 +197,24 @@ def main(argv: list[str] | None = None) -> None:
         ref.close()
 
     print(f"\ncorruption speed, severity {args.severity}, batches of {args.batch}, median of {args.rounds} "
-          "interleaved rounds (images/s; edgeprof includes uint8 <-> float32)")
+          f"interleaved rounds (images/s, uint8 in and out; edgeprof on {threads()} thread(s), "
+          "the reference one image at a time)")
     for key in batches:
         print(f"\n{key}\n{'corruption':20s} {'edgeprof':>10s} {'reference':>10s} {'speed-up':>9s}")
-        logs = []
-        for name in CORRUPTIONS:
+        ratios: dict[str, float] = {}
+        for name in names:
             rec = results.get((key, name))
             if rec is None:
                 continue
             ours = statistics.median(rec["ours"])
             if rec["ref"]:
                 theirs = statistics.median(rec["ref"])
-                logs.append(math.log(ours / theirs))
-                print(f"{name:20s} {ours:10.0f} {theirs:10.1f} {ours / theirs:8.1f}x")
+                ratios[name] = ours / theirs
+                print(f"{name:20s} {ours:10.0f} {theirs:10.1f} {ours / theirs:8.2f}x")
             else:
                 print(f"{name:20s} {ours:10.0f} {'-':>10s} {'-':>9s}")
-        if logs:
-            print(f"{'geometric mean':20s} {'':10s} {'':10s} {math.exp(sum(logs) / len(logs)):8.1f}x")
+        if ratios:
+            print("\n".join(summary(ratios)))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ The library first (the command line is a thin layer over it)::
 """
 __version__ = "0.1.0"
 
-from .api import (Accuracy, Decision, Latency, Results, accuracy, compare,  # noqa: E402
-                  decide, load_results, profile, quantize, robustness, sweep)
+from .api import (Accuracy, Decision, Latency, Results, Variant, accuracy,  # noqa: E402
+                  compare, convert, decide, drift, export_torch, load_results, profile, prune,
+                  quantize, robustness, sweep)
 from .errors import EdgeprofError  # noqa: E402
 
-__all__ = ["profile", "accuracy", "robustness", "quantize", "sweep", "load_results", "decide", "compare", "Results",
-           "Latency", "Accuracy", "Decision", "EdgeprofError", "__version__"]
+__all__ = ["profile", "accuracy", "robustness", "quantize", "prune", "convert", "export_torch",
+           "drift", "sweep", "load_results",
+           "decide", "compare", "Results", "Latency", "Accuracy", "Variant", "Decision",
+           "EdgeprofError", "__version__"]

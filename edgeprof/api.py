@@ -25,7 +25,9 @@ def _tuple(x: Any) -> tuple | None:
 
 @dataclass(frozen=True)
 class Latency:
-    """One latency record: a (variant, target, threads, batch) setting, p50/p99 with 95 % CIs."""
+    """One latency record: a (variant, target, threads, batch) setting, p50/p99 with 95 % CIs.
+    A sustained run (``mode == "sustained"``) adds its steady-state p50 and, where a sensor
+    exists, the energy per inference (joules; None with ``energy_unavailable`` saying why)."""
     variant_id: str
     name: str
     target: str
@@ -40,17 +42,25 @@ class Latency:
     model_bytes: int | None
     runtime: str | None
     warnings: tuple[str, ...] = ()
+    mode: str = "burst"
+    steady_p50_s: float | None = None
+    energy_per_inference_j: float | None = None
+    energy_unavailable: str | None = None
 
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> "Latency":
         s, m = r["stats"], r.get("model") or {}
+        sus, energy = r.get("sustained") or {}, r.get("energy") or {}
         return cls(variant_id=r["variant_id"], name=m.get("name", r["variant_id"][:12]),
                    target=r["target"], threads=r["threads"], batch=r["batch"],
                    p50_s=s["p50_s"], p50_ci_s=_tuple(s["p50_ci_s"]), p99_s=s["p99_s"],
                    p99_ci_s=_tuple(s.get("p99_ci_s")), n=s["n"],
                    peak_rss_bytes=r.get("peak_rss_bytes"), model_bytes=m.get("model_bytes"),
                    runtime=r.get("runtime"),
-                   warnings=tuple(w["code"] for w in r.get("warnings", [])))
+                   warnings=tuple(w["code"] for w in r.get("warnings", [])),
+                   mode=r.get("mode", "burst"), steady_p50_s=sus.get("steady_p50_s"),
+                   energy_per_inference_j=energy.get("joules_per_inference"),
+                   energy_unavailable=None if energy.get("available", True) else energy.get("reason"))
 
     @property
     def throughput_per_s(self) -> float:
@@ -188,6 +198,49 @@ class Decision:
         return self.raw
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A cached model variant: its identity, lineage (root first), file and what the pass
+    measured (fidelity against its parent and root, pass facts in ``extra``). ``reused``: it
+    came from the cache instead of being built by this call."""
+    id: str
+    name: str
+    pass_name: str
+    config: dict[str, Any]
+    format: str
+    path: Path
+    model_bytes: int | None
+    parent: str | None
+    root: str
+    lineage: tuple[str, ...]
+    fidelity: dict[str, Any] = field(default_factory=dict, repr=False)
+    notes: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    reused: bool = False
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @classmethod
+    def from_cached(cls, v: Any, reused: bool = False, lineage: Sequence[Any] = ()) -> "Variant":
+        return cls(id=v.id, name=v.label, pass_name=v.pass_name, config=dict(v.config),
+                   format=v.format, path=v.path, model_bytes=v.model_bytes, parent=v.parent,
+                   root=v.root, lineage=tuple(x.id for x in lineage) or (v.id,),
+                   fidelity=dict(v.fidelity or {}), notes=tuple(v.notes),
+                   extra=dict(v.extra or {}), reused=reused)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Variant":
+        return cls(**{**d, "path": Path(d["path"]), "lineage": tuple(d["lineage"]),
+                      "notes": tuple(d.get("notes", ()))})
+
+
 # -- functions -------------------------------------------------------------------------------
 
 def _ints(x: int | Iterable[int]) -> tuple[int, ...]:
@@ -199,21 +252,29 @@ def profile(models: PathLike | Sequence[PathLike], *, targets: str | Sequence[st
             data: PathLike | None = None, spec: PathLike | None = None,
             results: PathLike | None = None, min_time: str | float = "0.2s", min_runs: int = 50,
             max_time: str | float = "10s", processes: int = 3, rel_ci: float = 0.01,
-            cold_starts: int = 0, op_profile: bool = False, cache_dir: PathLike | None = None,
-            targets_dir: PathLike | None = None, progress: Progress | None = None) -> Results:
+            cold_starts: int = 0, op_profile: bool = False, cooldown: str | None = None,
+            sustained: str | float | None = None, window: str | float = "10s",
+            cache_dir: PathLike | None = None, targets_dir: PathLike | None = None,
+            progress: Progress | None = None) -> Results:
     """Latency, memory (and cold start) of ``models`` (paths or variant id prefixes) on each
     target, interleaved as `edgeprof profile` does. ``results``: append to (and resume from)
     this JSON Lines file. A target's own threads apply unless ``threads`` is given. Each
     configuration runs in ``processes`` fresh workers until its p50 CI half-width is ``rel_ci``
-    of p50 (between ``min_time`` and ``max_time``)."""
+    of p50 (between ``min_time`` and ``max_time``). ``cooldown`` ("55C" or "30s"): wait before
+    each configuration. ``sustained`` ("10m"): continuous load per configuration instead, p50
+    per ``window`` with temperature, frequency, throttling and energy where a sensor exists
+    (records with ``mode = "sustained"``)."""
     from .data import load_npz
     from .inputspec import load_spec
     from .measure.profiler import Profiler, Settings
+    from .measure.sustained import parse_cooldown
     from .results import ResultStore
     from .targets import get_target
     from .units import parse_duration_s
     from .variants.family import resolve_models
 
+    def seconds(x: str | float, what: str, hi: float) -> float:
+        return float(x) if isinstance(x, (int, float)) else parse_duration_s(x, what, 0.0, hi)
     names = [models] if isinstance(models, (str, Path)) else list(models)
     s = Settings(threads=_ints(threads), batches=_ints(batch),
                  min_time_s=min_time if isinstance(min_time, (int, float))
@@ -221,7 +282,11 @@ def profile(models: PathLike | Sequence[PathLike], *, targets: str | Sequence[st
                  max_time_s=max_time if isinstance(max_time, (int, float))
                  else parse_duration_s(max_time, "max_time", 0.0, 36000.0),
                  processes=processes, rel_ci=rel_ci,
-                 min_runs=min_runs, cold_starts=cold_starts, op_profile=op_profile)
+                 min_runs=min_runs, cold_starts=cold_starts, op_profile=op_profile,
+                 cooldown=parse_cooldown(cooldown, "cooldown"))
+    sus = None if sustained is None else {
+        "duration_s": seconds(sustained, "sustained", 24 * 3600.0),
+        "window_s": seconds(window, "window", 3600.0), "cooldown": s.cooldown}
     refs = resolve_models([str(m) for m in names], Path(cache_dir) if cache_dir else None)
     ds = load_npz(data) if data else None
     sp = load_spec(spec) if spec else None
@@ -235,9 +300,14 @@ def profile(models: PathLike | Sequence[PathLike], *, targets: str | Sequence[st
                 if progress:
                     progress(f"{name}: {desc}", (i + frac) / len(tnames))
             try:
-                recs, _ = Profiler(t, s, store=store, data=ds, spec=sp, progress=sub).run(refs)
+                if sus is not None:
+                    from .measure.sustained import profile_sustained
+                    recs, _ = profile_sustained([t], s, refs, store, ds, sp, sus, sub,
+                                                side_dir=Path(results).parent if results else None)
+                else:
+                    recs, _ = Profiler(t, s, store=store, data=ds, spec=sp, progress=sub).run(refs)
             finally:
-                getattr(t, "close", lambda: None)()
+                t.close()
             out += recs
     return Results(records=tuple(out), path=Path(results) if results else None)
 
@@ -262,6 +332,7 @@ def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
     from .measure.accuracy import metric_key, metric_record, outputs_on
     from .results import RecordKey, ResultStore
     from .targets import get_target
+    from .targets.pool import WorkerPool
     from .variants.family import resolve_models, spec_for_worker
 
     names = [models] if isinstance(models, (str, Path)) else list(models)
@@ -274,6 +345,7 @@ def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
     with ResultStore(results) as store, tempfile.TemporaryDirectory(prefix="edgeprof-acc-") as tmp:
         for ti, name in enumerate(dict.fromkeys(tnames)):
             t = get_target(name, targets_dir=targets_dir)
+            pool = WorkerPool(t)  # one worker loads the models one after another
             try:
                 npz = t.stage(ds.npz_path(Path(tmp)))
                 for i, ref in enumerate(refs):
@@ -284,12 +356,13 @@ def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
                                                      metric_key(ds, n, m.name), m.name)):
                         continue
                     outs = outputs_on(t, ref.path, npz, n, spec_for_worker(ref.input_spec, raw_dtype),
-                                      f"{ref.name} accuracy")
+                                      f"{ref.name} accuracy", pool)
                     rec = metric_record(ref, name, ds, m, outs, labels_of(ds, n))
                     store.append(rec)
                     out.append(rec)
             finally:
-                getattr(t, "close", lambda: None)()
+                pool.close()
+                t.close()
     return Results(records=tuple(out), path=Path(results) if results else None)
 
 
@@ -299,15 +372,20 @@ def robustness(models: PathLike | Sequence[PathLike], data: PathLike, *,
                target: str = "local", baseline: PathLike | None = None,
                preprocess: PathLike | None = None, results: PathLike | None = None,
                cache_dir: PathLike | None = None, targets_dir: PathLike | None = None,
-               seed: int = 0, progress: Progress | None = None) -> Results:
+               seed: int = 0, metric: str = "top1", inventory: PathLike | None = None,
+               group: str | None = None, max_boards: int | None = None,
+               progress: Progress | None = None) -> Results:
     """Robustness of ``models`` against their fp32 root (or ``baseline``) on one target: clean
     and corrupted accuracy with CIs, CE/mCE, calibration and, with ``attacks`` (as a sweep's
-    ``[measure] attacks``, e.g. {"square": {"eps": ["8/255"], "queries": 100}}), robust accuracy."""
+    ``[measure] attacks``, e.g. {"square": {"eps": ["8/255"], "queries": 100}}), robust accuracy.
+    ``metric`` (as ``accuracy``'s) drives the scores and mCE instead of top-1; calibration and
+    attacks are top-1's and skipped, with the reason in the record, for non-classification
+    metrics."""
     from .data import load_npz
     from .results import ResultStore
     from .robust import metrics as M
     from .robust.evaluate import config_from_plan, evaluate_robustness, families
-    from .targets import get_target
+    from .targets.shard import cli_target
     from .variants.cache import Cache
 
     names = [models] if isinstance(models, (str, Path)) else list(models)
@@ -318,12 +396,15 @@ def robustness(models: PathLike | Sequence[PathLike], data: PathLike, *,
                                "severities": M.parse_severities(list(severities)
                                                                 if not isinstance(severities, str)
                                                                 else severities),
-                               "limit": limit, "seed": seed}, attacks, None, None)
+                               "limit": limit, "seed": seed}, attacks, None, None, metric)
     cache = Cache(Path(cache_dir) if cache_dir else None)
     groups = families(cache, [str(m) for m in names], Path(preprocess) if preprocess else None,
                       str(baseline) if baseline else None)
     out: list[dict[str, Any]] = []
-    t = get_target(target, targets_dir=targets_dir)
+    # an inventory ``group`` is one target whose rows are sharded across its boards (at most
+    # ``max_boards`` at once): the same records one board would give
+    t = cli_target(target, targets_dir=targets_dir, inventory=inventory, group=group,
+                   max_boards=max_boards)
     try:
         with ResultStore(results) as store:
             for gi, (base_ref, refs) in enumerate(groups):
@@ -335,41 +416,8 @@ def robustness(models: PathLike | Sequence[PathLike], data: PathLike, *,
                                           progress=sub)
                 out += res.records
     finally:
-        getattr(t, "close", lambda: None)()
+        t.close()
     return Results(records=tuple(out), path=Path(results) if results else None)
-
-
-def quantize(model: PathLike, precision: str, *, calib: PathLike | None = None,
-             data: PathLike | None = None, per_channel: bool = True, format: str = "qdq",
-             calib_method: str = "minmax", calib_rows: int = 200, types: str = "S8S8",
-             reduce_range: bool = False, preprocess: PathLike | None = None,
-             fidelity_rows: int = 500, cache_dir: PathLike | None = None):
-    """A cached int8 (static/dynamic) or fp16 variant of an ONNX model, with its fidelity
-    against the parent and the fp32 root when data is given. Returns the ``Variant``."""
-    import tempfile
-
-    from .data import check_disjoint, load_npz
-    from .measure.fidelity import FidelityEvaluator
-    from .passes.base import apply_pass
-    from .passes.quantize import QuantizePass
-    from .variants.cache import Cache
-    from .variants.family import open_variant, spec_for_worker
-
-    cache = Cache(Path(cache_dir) if cache_dir else None)
-    parent, root = open_variant(cache, str(model), Path(preprocess) if preprocess else None)
-    cal = load_npz(calib) if calib else None
-    ev = load_npz(data) if data else None
-    if cal is not None and ev is not None:
-        check_disjoint(cal, ev, "calibration")
-    raw_dtype = next(iter(cal.x.values())).dtype.name if cal else "uint8"
-    p = QuantizePass(precision=precision, per_channel=per_channel, format=format,
-                     calib_method=calib_method, calib=cal, calib_rows=calib_rows, types=types,
-                     reduce_range=reduce_range, spec=spec_for_worker(root.input_spec, raw_dtype))
-    fid_ds = ev or cal
-    with tempfile.TemporaryDirectory(prefix="edgeprof-q-") as scratch:
-        hook = None if fid_ds is None else FidelityEvaluator(fid_ds, fidelity_rows, Path(scratch)).hook(
-            parent, root, "evaluation" if ev is not None else "calibration")
-        return apply_pass(cache, parent, p, hook)[0]
 
 
 def sweep(plan: PathLike, *, out: PathLike | None = None, require: str | None = None,
@@ -404,6 +452,17 @@ def sweep(plan: PathLike, *, out: PathLike | None = None, require: str | None = 
             Results(tuple(read_records(runner.results_path)), runner.results_path))
 
 
+def drift(variant: PathLike, calib: PathLike, field: PathLike, *, rows: int = 500,
+          cache_dir: PathLike | None = None):
+    """Is ``field`` data still what the static int8 ``variant`` (ONNX QDQ/QOperator or
+    full-integer TFLite) was calibrated on? Clipped activation shares per quantized tensor
+    against the calibration set and a held-out split, input drift, int8-vs-fp32 agreement on
+    field rows, and typed findings ranked by clipped share (``DriftResult``, with
+    ``to_dict()``). ``calib`` must be the variant's own calibration data (checked by sha256)."""
+    from .measure.drift import drift as run
+    return run(variant, calib, field, cache_dir=cache_dir, rows=rows)
+
+
 def load_results(path: PathLike) -> Results:
     """Every record of a results file (JSON Lines); a torn last line is skipped."""
     from .results import read_records
@@ -432,3 +491,7 @@ def compare(base: PathLike | Results, new: PathLike | Results, *,
         return list((x if isinstance(x, Results) else load_results(x)).records)
     b, n = recs(base), recs(new)
     return latency_changes(b, n, max_latency_increase) + accuracy_changes(b, n, max_accuracy_drop)
+
+
+# the pass commands (quantize, prune, convert, export_torch) live in edgeprof.make
+from .make import convert, export_torch, prune, quantize  # noqa: E402,F401

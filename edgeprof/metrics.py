@@ -9,8 +9,13 @@ Built in (``--metric`` / ``[measure] metric``): ``top1``, ``topk:K``, ``mae``, `
 keypoints), ``miou`` (segmentation: class scores ``(N, C, H, W)`` or ``(N, H, W, C)`` against a
 mask ``(N, H, W)``), ``agreement`` (no labels: top-1 agreement with the fp32 root, or for
 non-classifier outputs the share of rows whose max abs error stays within 1 % of the root's
-output range). Built-ins score the output ``<name>`` against ``y_<name>`` when the data has it,
-else the first output against ``y``.
+output range; ``agreement:<output>`` names the head to compare, else the first output is).
+Built-ins score the output ``<name>`` against ``y_<name>`` when the data has it, else the first
+output against ``y``.
+
+Where a metric stands for an error (corruption error, mCE), the error of a higher-is-better
+metric is ``1 - score`` (scores that are fractions: top1, topk, miou, agreement) and the error of
+a lower-is-better metric is the score itself (mae, rmse): see ``error_of``.
 
 A user metric is ``module:function`` (a module on the path, or ``path/to/file.py:function``)::
 
@@ -19,6 +24,12 @@ A user metric is ``module:function`` (a module on the path, or ``path/to/file.py
 
 ``labels`` holds ``y`` and every ``y_<name>`` (and ``y_<name>_offsets`` for rows of different
 lengths, e.g. boxes). The figure is the mean of the rows' scores.
+
+A figure that is not a mean of rows (mAP, F1) sets ``score.reduce``: the function then returns
+per-row statistics ``(N, ...)`` (anything a row contributes, e.g. its detections and ground
+truth padded to a fixed width) and ``score.reduce(rows) -> float`` computes the figure from any
+subset of rows, so the bootstrap CI resamples rows and calls it again (``score.resamples``
+times, 200 unless set). See examples/detection/metric.py (mAP@0.5 by pycocotools).
 """
 from __future__ import annotations
 
@@ -45,28 +56,37 @@ class Metric:
     reduce: Callable[[np.ndarray], float]
     proportion: bool = False          # per-row 0/1: Wilson interval
     needs_reference: bool = False     # agreement: outputs of the fp32 root go in labels["ref:*"]
+    resamples: int = 2000             # bootstrap resamples of the CI
 
     def score(self, outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
               seed: int = 0) -> dict[str, Any]:
-        """The figure, its 95 % CI and n; per-row values for bootstraps elsewhere."""
+        """The figure, its 95 % CI and n."""
+        return self.summary(self.rows(outputs, labels), seed)
+
+    def rows(self, outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> np.ndarray:
+        """Per-row statistics (checked: some rows, all finite)."""
         rows = np.asarray(self.per_row(outputs, labels), dtype=np.float64)
         if rows.ndim == 0 or len(rows) == 0:
             raise InputError(f"metric {self.name}: no rows to score")
         if not np.all(np.isfinite(rows)):
             raise InputError(f"metric {self.name}: non-finite per-row scores")
+        return rows
+
+    def summary(self, rows: np.ndarray, seed: int = 0) -> dict[str, Any]:
         value = float(self.reduce(rows))
         n = int(len(rows))
         if self.proportion:
             from .measure.accuracy import wilson_interval
             ci = list(wilson_interval(int(round(rows.sum())), n))
         else:
-            ci = bootstrap_ci(rows, self.reduce, seed)
+            ci = bootstrap_ci(rows, self.reduce, seed, self.resamples)
         return {"metric": self.name, "score": value, "score_ci": ci, "n": n,
                 "higher_is_better": self.higher_is_better}
 
 
 def bootstrap_ci(rows: np.ndarray, reduce: Callable[[np.ndarray], float], seed: int = 0,
                  resamples: int = 2000) -> list[float]:
+    # (the rows of a resample keep their order of draw; reduce sees them as distinct rows)
     """95 % percentile bootstrap over rows (seeded)."""
     rng = np.random.default_rng(seed)
     n = len(rows)
@@ -77,6 +97,23 @@ def bootstrap_ci(rows: np.ndarray, reduce: Callable[[np.ndarray], float], seed: 
         stats = None
     if stats is None:
         stats = np.array([reduce(rows[i]) for i in idx])
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def mean_over_cells_ci(cells: list[np.ndarray], reduce: Callable[[np.ndarray], float],
+                       seed: int = 0, resamples: int = 1000) -> list[float]:
+    """95 % percentile bootstrap of the mean over cells of ``reduce(rows)``, where every cell
+    holds the same rows (one evaluated set under several corruptions): a resample draws rows,
+    and the same rows in every cell, so the cells' dependence is kept."""
+    rng = np.random.default_rng(seed)
+    n = len(cells[0])
+    if reduce is _mean and all(c.ndim == 1 for c in cells):
+        per_row = np.mean(np.stack(cells), axis=0)   # mean over cells of a mean over rows
+        stats = per_row[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    else:
+        idx = rng.integers(0, n, size=(min(resamples, 500), n))  # reduce per resample: fewer
+        stats = np.array([np.mean([reduce(c[i]) for c in cells]) for i in idx])
     lo, hi = np.percentile(stats, [2.5, 97.5])
     return [float(lo), float(hi)]
 
@@ -163,11 +200,17 @@ def _miou(rows: np.ndarray) -> float:
     return float((inter[present] / union[present]).mean()) if present.any() else 0.0
 
 
-def _agreement(outputs, labels):
+def _agreement(outputs, labels, head: str | None = None):
     refs = {k[4:]: v for k, v in labels.items() if k.startswith("ref:")}
     if not refs:
         raise InputError("metric agreement: needs the fp32 root's outputs (used in sweeps)")
-    name = next((n for n in outputs if n in refs), next(iter(outputs)))
+    if head is not None:
+        if head not in outputs or head not in refs:
+            raise InputError(f"metric agreement:{head}: the model has no output {head!r} "
+                             f"(outputs: {', '.join(outputs)})")
+        name = head
+    else:
+        name = next((n for n in outputs if n in refs), next(iter(outputs)))
     out = np.asarray(outputs[name], dtype=np.float64)
     ref = np.asarray(refs.get(name, next(iter(refs.values()))), dtype=np.float64)
     if out.shape != ref.shape:
@@ -201,6 +244,13 @@ def _user(spec: str) -> Metric:
     if not callable(fn):
         raise InputError(f"--metric {spec}: {mod_name} has no function {attr!r}")
 
+    user_reduce = getattr(fn, "reduce", None)
+    if user_reduce is not None and not callable(user_reduce):
+        raise InputError(f"--metric {spec}: {attr}.reduce must be a function rows -> figure")
+    resamples = getattr(fn, "resamples", 200 if user_reduce else 2000)
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 20:
+        raise InputError(f"--metric {spec}: {attr}.resamples must be an integer >= 20")
+
     def per_row(outputs, labels):
         try:
             rows = fn(outputs, {k: v for k, v in labels.items() if not k.startswith("ref:")})
@@ -210,12 +260,24 @@ def _user(spec: str) -> Metric:
             raise InputError(f"metric {spec} failed: {type(exc).__name__}: {exc}") from None
         rows = np.asarray(rows, dtype=np.float64)
         n = len(next(iter(outputs.values())))
-        if rows.shape != (n,):
+        if user_reduce is None and rows.shape != (n,):
             raise InputError(f"metric {spec} must return one score per row ({n},); got "
                              f"{rows.shape}")
+        if user_reduce is not None and (rows.ndim == 0 or len(rows) != n):
+            raise InputError(f"metric {spec} must return per-row statistics ({n}, ...); got "
+                             f"{rows.shape}")
         return rows
+
+    def reduce(rows: np.ndarray) -> float:
+        try:
+            return float(user_reduce(rows))
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"metric {spec}: reduce failed: {type(exc).__name__}: {exc}") from None
+
     return Metric(name=spec, higher_is_better=not getattr(fn, "lower_is_better", False),
-                  per_row=per_row, reduce=_mean)
+                  per_row=per_row, reduce=reduce if user_reduce else _mean, resamples=resamples)
 
 
 def get_metric(spec: str | None) -> Metric:
@@ -239,9 +301,38 @@ def get_metric(spec: str | None) -> Metric:
         return Metric("miou", True, _miou_rows, _miou)
     if s == "agreement":
         return Metric("agreement", True, _agreement, _mean, proportion=True, needs_reference=True)
+    if s.startswith("agreement:"):
+        head = s.split(":", 1)[1].strip()
+        if not head:
+            raise InputError(f"--metric {s!r}: agreement:<output> names a model output")
+        return Metric(s, True, lambda o, lab: _agreement(o, lab, head), _mean, proportion=True,
+                      needs_reference=True)
     if ":" in s:
         return _user(s)
     raise InputError(f"--metric {s!r}: one of {', '.join(BUILT_IN)}, or module:function")
+
+
+def is_classification(metric: Metric) -> bool:
+    """Top-1 or top-k of a classifier: calibration (ECE) and attacks apply."""
+    return metric.name == "top1" or metric.name.startswith("topk:")
+
+
+def is_fraction(metric: Metric) -> bool:
+    """Scores in [0, 1] (shown as percentages)."""
+    return metric.proportion or metric.name == "miou"
+
+
+def error_of(metric: Metric, score: float) -> float:
+    """The error a score stands for in corruption errors (CE, mCE): ``1 - score`` for a
+    higher-is-better metric (a fraction such as accuracy or agreement), the score itself for a
+    lower-is-better one (mae, rmse)."""
+    return 1.0 - score if metric.higher_is_better else score
+
+
+def format_score(metric: Metric, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1%}" if is_fraction(metric) else f"{value:.4g}"
 
 
 def labels_of(data: Any, n: int) -> dict[str, np.ndarray]:

@@ -126,6 +126,32 @@ TOOLS: dict[str, ToolSpec] = {
                        "about 1.9 GB", "ONNX -> TFLite converter (onnx2tf + TensorFlow)"),
 }
 
+IMAGECORRUPTIONS_VERSION = "1.1.2"
+# The reference the corruption benchmark compares against, the environment that wrote
+# tests/fixtures/corruptions/reference.npz (its versions are recorded there). Step 1 is a full lock
+# of what pip resolved on CPython 3.11 / x86_64 (November 2026); setuptools < 81 because
+# imagecorruptions imports pkg_resources. Step 2 without dependencies: its metadata asks for
+# opencv-python (the GUI build) where the headless one serves.
+IMAGECORRUPTIONS_STEPS: tuple[tuple[str, ...], ...] = (
+    ("setuptools==80.10.2", "numpy==2.4.6", "scipy==1.17.1", "scikit-image==0.26.0",
+     "pillow==13.0.0", "opencv-python-headless==5.0.0.93", "imageio==2.38.1", "lazy-loader==0.6",
+     "networkx==3.6.1", "packaging==26.4", "tifffile==2026.3.3"),
+    ("--no-deps", f"imagecorruptions=={IMAGECORRUPTIONS_VERSION}"),
+)
+IMAGECORRUPTIONS_PROBE = (
+    "import json, warnings; warnings.simplefilter('ignore'); from importlib import metadata; "
+    "import numpy; numpy.float_ = numpy.float64; import imagecorruptions, cv2, skimage, PIL; "
+    "print(json.dumps({p: metadata.version(p) for p in ('imagecorruptions', 'numpy', 'scipy', "
+    "'scikit-image', 'pillow', 'opencv-python-headless')}))")
+
+#: Environments of reference implementations, used by the benchmarks (not user-facing tools:
+#: ``edgeprof tools`` does not list them); installed and located like TOOLS.
+REFERENCES: dict[str, ToolSpec] = {
+    "imagecorruptions": ToolSpec("imagecorruptions", "imagecorruptions", IMAGECORRUPTIONS_VERSION,
+                                 IMAGECORRUPTIONS_STEPS, IMAGECORRUPTIONS_PROBE, "about 250 MB",
+                                 "reference image corruptions (imagecorruptions, for the benchmark)"),
+}
+
 
 def tools_dir(cache_root: Path) -> Path:
     env = os.environ.get("EDGEPROF_TOOLS_DIR")
@@ -208,7 +234,7 @@ def _steps_json(spec: ToolSpec) -> list[list[str]]:
 
 
 def tool_env(key: str, cache_root: Path) -> ToolEnv:
-    spec = spec_for(key)
+    spec = REFERENCES[key] if key in REFERENCES else spec_for(key)
     return ToolEnv(spec, tools_dir(cache_root) / spec.dirname)
 
 

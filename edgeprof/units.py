@@ -7,7 +7,9 @@ from .errors import InputError
 
 _SIZE = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
          "kib": 2**10, "mib": 2**20, "gib": 2**30}
-_TIME = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "": 1.0, "min": 60.0}
+_TIME = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "": 1.0, "min": 60.0, "m": 60.0,
+         "h": 3600.0}
+_ENERGY = {"nj": 1e-9, "uj": 1e-6, "µj": 1e-6, "mj": 1e-3, "j": 1.0}
 
 
 def parse_shape(text: str) -> tuple[str, list[int]]:
@@ -36,8 +38,9 @@ def parse_int_list(text: str, flag: str, lo: int = 1, hi: int = 1 << 20) -> list
 
 
 def parse_duration_s(text: str | float, flag: str, lo: float = 0.0, hi: float = 3600.0) -> float:
-    """``2s``, ``500ms``, ``1.5`` (seconds) -> seconds within [lo, hi]."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e-?\d+)?)\s*(ns|us|ms|s|min|)\s*", str(text))
+    """``2s``, ``500ms``, ``10m`` (or ``10min``), ``1h``, ``1.5`` (seconds) -> seconds within
+    [lo, hi]."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e-?\d+)?)\s*(ns|us|ms|min|m|h|s|)\s*", str(text))
     if not m:
         raise InputError(f"{flag} {text!r}: expected a duration such as 2s or 500ms")
     value = float(m.group(1)) * _TIME[m.group(2)]
@@ -54,6 +57,14 @@ def parse_fraction(text: str | float, flag: str) -> float:
     except ValueError:
         raise InputError(f"{flag} {text!r}: expected a fraction such as 0.5% or 0.005")
     return value
+
+
+def parse_energy_j(text: str | float, flag: str) -> float:
+    """``5mJ`` -> 0.005, ``500uJ`` -> 0.0005, ``0.002`` (joules) -> 0.002."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e-?\d+)?)\s*([nuµm]?[jJ]|)\s*", str(text))
+    if not m:
+        raise InputError(f"{flag} {text!r}: expected an energy such as 5mJ or 0.5J")
+    return float(m.group(1)) * _ENERGY[(m.group(2) or "j").lower()]
 
 
 def parse_size_bytes(text: str | int, flag: str) -> int:

@@ -52,6 +52,22 @@ def _message(err: dict[str, Any], allowed: list[str]) -> str:
     return msg[0].lower() + msg[1:]
 
 
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The (nested) model whose field ``loc`` leads to: where an unknown key was found."""
+    import typing
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            break
+        ann = field.annotation
+        options = typing.get_args(ann) or (ann,)
+        sub = next((o for o in options if isinstance(o, type) and issubclass(o, BaseModel)), None)
+        if sub is None:
+            break
+        model = sub
+    return model
+
+
 def check(model: type[M], raw: Mapping[str, Any], origin: str,
           rename: Mapping[str, str] | None = None) -> M:
     """``raw`` (a parsed TOML table) as ``model``, or a one-line InputError
@@ -61,7 +77,8 @@ def check(model: type[M], raw: Mapping[str, Any], origin: str,
         return model.model_validate(dict(raw))
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
-        allowed = sorted(rename.get(k, k) for k in model.model_fields)
+        inner = _model_at(model, tuple(err["loc"])[:-1])
+        allowed = sorted(rename.get(k, k) if inner is model else k for k in inner.model_fields)
         key = _key(tuple(err["loc"]), rename)
         head = f"{origin}: {key}: " if key else f"{origin}: "
         raise InputError(head + _message(err, allowed)) from None

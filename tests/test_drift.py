@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from edgeprof.cli import cli
 from edgeprof.demo import demo_paths
-from edgeprof.drift import THRESHOLDS, _check_variant
+from edgeprof.measure.drift import THRESHOLDS, _check_variant
 from edgeprof.errors import InputError
 from edgeprof.robust.corruptions import corrupt, to_float, to_uint8
 from edgeprof.variants.cache import Variant
@@ -119,11 +119,14 @@ def test_variants_without_calibration_ranges_are_refused(runs, precision):
     assert "not a static int8" in r.output
 
 
-def test_tflite_is_not_yet_supported():
-    v = Variant(id="a" * 64, parent="b" * 64, root="b" * 64, pass_name="convert",
-                config={"precision": "int8"}, tool_versions={}, model_file="model.tflite",
-                format="tflite", label="m full-int8")
-    with pytest.raises(InputError, match="not yet"):
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8-dynamic"])
+def test_tflite_without_calibrated_activations_is_refused(precision):
+    """Full-integer TFLite is measured (tests/test_drift_tflite.py); other TFLite variants are
+    refused before any data is read."""
+    v = Variant(id="a" * 64, parent="b" * 64, root="b" * 64, pass_name="convert-tflite",
+                config={"precision": precision}, tool_versions={}, model_file="model.tflite",
+                format="tflite", label=f"m tflite {precision}")
+    with pytest.raises(InputError, match="not a full-integer"):
         _check_variant(v)
 
 
@@ -149,3 +152,15 @@ def test_sweep_with_field_data_reports_drift_and_constrains_on_it(tmp_path):
     assert rec["chosen_label"] == "fashion_cnn"                     # int8 misses field_clip<=1%
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "## Field data against the calibration set" in md and "clipping" in md
+
+
+def test_the_python_api_gives_the_cli_figures(runs):
+    """edgeprof.drift() is the same library call the command renders."""
+    import edgeprof
+    r = edgeprof.drift(runs["variant"]["id"][:12], D["calib"], runs["tmp"] / "impulse5.npz",
+                       rows=ROWS, cache_dir=runs["cache"])
+    cli_json = runs["results"]["impulse5"]
+    d = r.to_dict()
+    assert d["variant_id"] == cli_json["variant_id"] == runs["variant"]["id"]
+    assert d["overall"] == cli_json["overall"]
+    assert [f["code"] for f in d["findings"]] == [f["code"] for f in cli_json["findings"]]

@@ -83,6 +83,6 @@ def test_variants_at_different_batches_compare_per_row():
     rows = {r["variant_id"]: r for r in build_rows([lat("a", 64, 6.4e-3), lat("b", 1, 2e-4)],
                                                    batch=None)}
     assert np.isclose(rows["a"]["p50_s"], 1e-4) and rows["b"]["p50_s"] == 2e-4
-    assert np.allclose(rows["a"]["p50_ci"], [0.9e-4, 1.1e-4]) and rows["a"]["latency_basis"] == "per row"
+    assert np.allclose(rows["a"]["p50_ci_s"], [0.9e-4, 1.1e-4]) and rows["a"]["latency_basis"] == "per row"
     same = build_rows([lat("a", 8, 1e-3), lat("b", 8, 2e-3)], batch=None)
     assert all("latency_basis" not in r and r["batch"] == 8 for r in same)

@@ -48,6 +48,19 @@ def test_agreement_against_the_root():
     # regression outputs: within 1 % of the root's range
     ref = np.array([[0.0], [10.0]])
     assert get_metric("agreement").score({"p": ref + [[0.05], [0.5]]}, {"ref:p": ref})["score"] == 0.5
+    # agreement:<output> compares the named head, not the first
+    outs = {"box": np.zeros((2, 4)), "prob": np.array([[0.9, 0.1], [0.2, 0.8]])}
+    refs = {"ref:box": np.eye(4)[[1, 2]], "ref:prob": np.array([[0.6, 0.4], [0.7, 0.3]])}
+    assert get_metric("agreement").score(outs, refs)["score"] == 0.0
+    assert get_metric("agreement:prob").score(outs, refs)["score"] == 0.5
+    with pytest.raises(InputError, match="no output 'nope'"):
+        get_metric("agreement:nope").score(outs, refs)
+
+
+def test_error_rule_of_each_direction():
+    from edgeprof.metrics import error_of
+    assert error_of(get_metric("top1"), 0.75) == 0.25
+    assert error_of(get_metric("mae"), 0.75) == 0.75
 
 
 def test_user_metric_from_a_module_in_tmp_path(tmp_path):

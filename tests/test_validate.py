@@ -31,3 +31,21 @@ def test_a_good_inputspec_round_trips(tmp_path):
     assert spec.layout == "NCHW" and spec.channel_order == "BGR" and spec.resize == (224, 224)
     assert spec.mean == (0.485, 0.456, 0.406)
     assert InputSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize("body, message", [
+    ("[measure]\nthreds = [1, 2]", r"s.toml: measure.threds: unknown key \(known: accuracy, .*threads"),
+    ("[mesure]\nthreads = 1", r"s.toml: mesure: unknown key \(known: data, decide, measure"),
+    ('[measure]\nlatency = "yes"', r"s.toml: measure.latency: expected true or false, got str"),
+    ('[decide]\nrequre = "accuracy_drop<=1%"', r"s.toml: decide.requre: unknown key \(known: objectives, require\)"),
+    ('[data]\nevl = "eval.npz"', r"s.toml: data.evl: unknown key \(known: calib, eval, field, finetune\)"),
+    ("[measure]\nrobustness = 3", r"s.toml: measure.robustness: expected a table, got int"),
+])
+def test_bad_sweep_files_name_file_section_and_key(tmp_path, body, message):
+    """A typo in [measure] was silently ignored before (its default measured instead)."""
+    from edgeprof.sweeps.plan import load_plan
+    f = tmp_path / "s.toml"
+    f.write_text('[model]\npath = "m.onnx"\n' + body + "\n")
+    with pytest.raises(InputError, match=message) as exc:
+        load_plan(f)
+    assert "\n" not in str(exc.value)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import click
+
+from .quantize import METRIC_HELP, print_task_metric
 
 
 def _say(msg: str) -> None:
@@ -35,6 +36,7 @@ def _say(msg: str) -> None:
 @click.option("--data", type=click.Path(path_type=Path),
               help="Evaluation data for the parity check (default: the calibration data).")
 @click.option("--fidelity-rows", default=500, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--metric", metavar="NAME", help=METRIC_HELP)
 @click.option("--preprocess", type=click.Path(path_type=Path), help="InputSpec TOML of the root model.")
 @click.option("-o", "--out", type=click.Path(path_type=Path),
               help="Also write the result here: a file (.onnx, or .tflite for one precision) or "
@@ -47,10 +49,11 @@ def _say(msg: str) -> None:
 def convert(model: str | None, to: str, torch_factory: str | None, weights: Path | None,
             example_shape: str | None, static_batch: bool, precision: str, per_channel: bool,
             calib: Path | None, calib_rows: int, data: Path | None, fidelity_rows: int,
-            preprocess: Path | None, out: Path | None, no_install: bool, cache_dir: Path | None,
-            json_out: Path | None) -> None:
+            metric: str | None, preprocess: Path | None, out: Path | None, no_install: bool,
+            cache_dir: Path | None, json_out: Path | None) -> None:
     """Convert MODEL (an .onnx path or a variant id), or a PyTorch factory (--torch), into cached
     variants. TFLite variants take NHWC input; their InputSpec records it."""
+    from .. import make
     from ..errors import InputError
     from ..report.terminal import terminal_console
     from ..results import check_writable
@@ -64,47 +67,45 @@ def convert(model: str | None, to: str, torch_factory: str | None, weights: Path
         raise InputError("--weights, --example-shape and --static-batch apply to --torch exports")
     if to == "onnx" and torch_factory is None:
         raise InputError("--to onnx converts a PyTorch model: give --torch MODULE:FACTORY")
-    cache = Cache(cache_dir)
+    if metric and to != "tflite":
+        raise InputError("--metric scores converted variants against their parent: use it with "
+                         "--to tflite")
+    if to == "tflite" and out and out.suffix == ".tflite":
+        from ..passes.tflite import parse_precisions
+        if len(parse_precisions(precision)) > 1:
+            raise InputError(f"-o {out}: several precisions need a folder, not a .tflite file")
     console = terminal_console()
-    records = []
+    made = []
     if torch_factory:
-        root = _export_torch(cache, torch_factory, weights, example_shape, static_batch,
-                             preprocess, out if to == "onnx" else None, console)
-        records.append(root)
+        root = make.export_torch(torch_factory, example_shape=example_shape, weights=weights,
+                                 static_batch=static_batch, preprocess=preprocess,
+                                 cache_dir=cache_dir)
+        if out and to == "onnx":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root.path, out)
+        _print_export(root, out if to == "onnx" else None, console)
+        made.append(root)
         model, preprocess = root.id, None
     if to == "tflite":
-        records += _to_tflite(cache, model, precision, per_channel, calib, calib_rows, data,
-                              fidelity_rows, preprocess, out, not no_install, console)
+        variants = make.convert(model, precision=precision, per_channel=per_channel, calib=calib,
+                                calib_rows=calib_rows, data=data, fidelity_rows=fidelity_rows,
+                                metric=metric, preprocess=preprocess, install=not no_install,
+                                cache_dir=cache_dir, progress=lambda msg, _f: _say(msg))
+        _print_tflite(variants, cache_dir, metric, console)
+        if out:
+            _write_out(variants, out)
+        made += variants
     if json_out:
         from ..storage import write_text
-        write_text(json_out, json.dumps([v.to_json() for v in records], indent=1) + "\n", "--json")
+        cache = Cache(cache_dir)
+        write_text(json_out, json.dumps([cache.get(v.id).to_json() for v in made], indent=1)
+                   + "\n", "--json")
 
 
-def _export_torch(cache, factory: str, weights: Path | None, example_shape: str | None,
-                  static_batch: bool, preprocess: Path | None, out: Path | None, console):
-    from ..errors import InputError
-    from ..inputspec import load_spec
-    from ..models import open_model
-    from ..passes.torch_load import export_with_parity, load_torch_model
-
-    if not example_shape:
-        raise InputError("--torch needs --example-shape, e.g. 1x3x224x224")
-    spec = load_spec(preprocess).to_dict() if preprocess else None
-    model = load_torch_model(factory, weights, example_shape)
-    with tempfile.TemporaryDirectory(prefix="edgeprof-export-") as tmp:
-        path = Path(tmp) / f"{factory.rpartition(':')[2]}.onnx"
-        info = export_with_parity(model, path, static_batch)
-        src = f"torch {factory}" + (f" weights {weights}" if weights else " (untrained: no --weights)")
-        v = cache.register_root(open_model(path), input_spec=spec, source=src)
-    info["factory"] = factory
-    info["weights"] = str(weights) if weights else None
-    v.extra["torch_export"] = info
-    cache.update(v)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(v.path, out)
+def _print_export(v, out: Path | None, console) -> None:
+    info = v.extra["torch_export"]
     par = info["parity"]
-    console.print(f"[bold]{v.short_id}[/]  {v.label}  (ONNX opset {info['opset']}, "
+    console.print(f"[bold]{v.short_id}[/]  {v.name}  (ONNX opset {info['opset']}, "
                   f"{'dynamic' if info['dynamic_batch'] else 'static'} batch)", highlight=False)
     console.print(f"  file: {v.path}" + (f" (also {out})" if out else ""), highlight=False)
     batches = ", ".join(str(b) for b in sorted({c["batch"] for c in par["checks"]}))
@@ -115,78 +116,36 @@ def _export_torch(cache, factory: str, weights: Path | None, example_shape: str 
         console.print(f"  [yellow]warning[/] export parity misses {par['tolerance_relative']:g} "
                       "relative: the ONNX model computes something else than PyTorch",
                       highlight=False)
-    if not weights:
+    if not info.get("weights"):
         console.print("  [yellow]warning[/] no --weights: the factory's untrained weights were "
                       "exported", highlight=False)
-    return v
 
 
-def _to_tflite(cache, model: str, precision: str, per_channel: bool, calib: Path | None,
-               calib_rows: int, data: Path | None, fidelity_rows: int, preprocess: Path | None,
-               out: Path | None, install: bool, console) -> list:
+def _print_tflite(variants: list, cache_dir, metric: str | None, console) -> None:
     from rich import box
     from rich.table import Table
 
-    from ..data import check_disjoint, load_npz
-    from ..errors import InputError
-    from ..measure.fidelity import FidelityEvaluator
-    from ..passes.base import apply_pass
-    from ..passes.convert import check_tolerance, synthetic_dataset
-    from ..passes.tflite import (QUANTIZED, ConverterRun, TflitePass, check_convertible,
-                                 parse_precisions)
-    from ..modelinfo import onnx_inputs
+    from ..metrics import get_metric
     from ..report.terminal import print_variant
     from ..units import fmt_bytes
-    from ..variants.family import open_variant, spec_for_worker
+    from ..variants.cache import Cache
 
-    precisions = parse_precisions(precision)
-    parent, root = open_variant(cache, model, preprocess)
-    if parent.format != "onnx":
-        raise InputError(f"{parent.label}: convert --to tflite takes an ONNX model "
-                         f"(this variant is {parent.format})")
-    check_convertible(parent.path, f"{parent.short_id} ({parent.label})")
-    if out and len(precisions) > 1 and out.suffix == ".tflite":
-        raise InputError(f"-o {out}: several precisions need a folder, not a .tflite file")
-    calib_ds = load_npz(calib) if calib else None
-    eval_ds = load_npz(data) if data else None
-    if calib_ds is not None and eval_ds is not None:
-        check_disjoint(calib_ds, eval_ds, "calibration")
-    raw_dtype = next(iter(calib_ds.x.values())).dtype.name if calib_ds else "uint8"
-    run = ConverterRun(cache=cache, parent=parent, calib=calib_ds, calib_rows=calib_rows,
-                       quantize=any(p in QUANTIZED for p in precisions), per_channel=per_channel,
-                       worker_spec=spec_for_worker(parent.input_spec, raw_dtype), say=_say,
-                       install=install)
-    passes = [TflitePass(p, run) for p in precisions]  # option errors before any work
-    records = []
-    with tempfile.TemporaryDirectory(prefix="edgeprof-c-") as scratch:
-        fid_ds, role = eval_ds, "evaluation"
-        if fid_ds is None:
-            fid_ds, role = calib_ds, "calibration"
-        if fid_ds is None:
-            fid_ds, role = synthetic_dataset(Path(scratch) / "synthetic.npz",
-                                             onnx_inputs(parent.path), parent.input_spec), "synthetic"
-        base = FidelityEvaluator(fid_ds, fidelity_rows, Path(scratch)).hook(parent, root, role)
-
-        def fidelity(path, v):
-            res = base(path, v)
-            verdict, warning = check_tolerance(v.config["precision"], res)
-            res["tolerance"] = verdict
-            if warning:
-                v.notes.append(warning)
-            return res
-
-        for p in passes:
-            v, reused = apply_pass(cache, parent, p, fidelity)
-            print_variant(v, reused, console, lineage=cache.lineage(v))
-            for note in v.notes:
-                if "misses its parity" in note or "parity unverified" in note:
-                    _say(f"warning: {v.short_id} {note}")
-            records.append(v)
-    t = Table(title=f"TFLite variants of {parent.short_id} ({parent.label})", title_justify="left",
-              box=box.SIMPLE_HEAD)
+    cache = Cache(cache_dir)
+    for v in variants:
+        cached = cache.get(v.id)
+        print_variant(cached, v.reused, console, lineage=cache.lineage(cached))
+        for note in v.notes:
+            if "misses its parity" in note or "parity unverified" in note:
+                _say(f"warning: {v.short_id} {note}")
+        if metric:
+            print_task_metric((v.fidelity.get("metrics") or {}).get(get_metric(metric).name),
+                              console)
+    parent = cache.get(variants[0].parent) if variants else None
+    t = Table(title=f"TFLite variants of {parent.short_id} ({parent.label})" if parent else
+              "TFLite variants", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("precision", "variant", "size", "parity metric", "value", "limit", "verdict"):
         t.add_column(col)
-    for v in records:
+    for v in variants:
         tol = v.fidelity.get("tolerance", {})
         vals = [x for x in tol.get("values", {}).values() if x is not None]
         worst = (max(vals) if tol.get("metric") == "relative_max_error" else min(vals)) if vals else None
@@ -194,13 +153,12 @@ def _to_tflite(cache, model: str, precision: str, per_channel: bool, calib: Path
                   tol.get("metric", "-"), "-" if worst is None else f"{worst:.4g}",
                   f"{tol.get('limit', '-')}", tol.get("status", "-"))
     console.print(t)
-    info = run.info() if (run.dir / "run.json").is_file() else None
-    if info:
-        console.print(f"converter run {run.key[:12]}: {info['converter_s']:.1f} s for "
+    key = variants[0].extra.get("converter_run") if variants else None
+    run_json = cache.root / "data" / str(key) / "run.json"
+    if key and run_json.is_file():
+        info = json.loads(run_json.read_text())
+        console.print(f"converter run {key[:12]}: {info['converter_s']:.1f} s for "
                       f"{len(info['files'])} files; log {info['log']}", highlight=False)
-    if out:
-        _write_out(records, out)
-    return records
 
 
 def _write_out(records: list, out: Path) -> None:
@@ -210,4 +168,4 @@ def _write_out(records: list, out: Path) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     for v in records:
-        shutil.copyfile(v.path, out / f"{v.label.replace(' ', '_')}.tflite")
+        shutil.copyfile(v.path, out / f"{v.name.replace(' ', '_')}.tflite")

@@ -1,6 +1,6 @@
 """``edgeprof drift``: is the field data still the data a static int8 variant was calibrated on?
 Clipped activation shares per quantized tensor, input drift and output agreement (see
-:mod:`edgeprof.drift`)."""
+:mod:`edgeprof.measure.drift`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +10,14 @@ import click
 
 def _pct(x: float) -> str:
     return f"{x * 100:.3g} %" if 0 < x < 0.01 else f"{x * 100:.1f} %"
+
+
+def _short(name: str, width: int = 56) -> str:
+    """A tensor name for the table: a fused TFLite name ('a;b;c') by its first part."""
+    if len(name) <= width:
+        return name
+    head = name.split(";")[0] + ";..." if ";" in name else name
+    return head if len(head) <= width else name[: width - 3] + "..."
 
 
 @click.command("drift")
@@ -26,10 +34,12 @@ def _pct(x: float) -> str:
 def drift(variant: str, calib: Path, field_data: Path, rows: int, json_out: Path | None,
           cache_dir: Path | None) -> None:
     """Clipping of a static int8 VARIANT's activations on field data against its calibration
-    set, input drift, and int8-vs-fp32 agreement on field rows against held-out rows."""
+    set, input drift, and int8-vs-fp32 agreement on field rows against held-out rows. VARIANT:
+    an ONNX int8-static variant (QDQ or QOperator) or a full-integer TFLite one (int8-static,
+    int16x8)."""
     import json
 
-    from ..drift import drift as run_drift
+    from ..measure.drift import drift as run_drift
     from ..report.terminal import terminal_console
     from ..results import check_writable
 
@@ -48,11 +58,12 @@ def drift(variant: str, calib: Path, field_data: Path, rows: int, json_out: Path
         f"field: {Path(r.field['path']).name} ({r.field['n']} rows)", highlight=False)
     out(f"clipped activations, all quantized tensors: calibration {_pct(r.overall['calib'])}, "
         f"{base} {_pct(r.overall['baseline'])}, field {_pct(r.overall['field'])}", highlight=False)
-    w = max([len(t.tensor) for t in r.tensors[:10]] + [6])
+    w = max([len(_short(t.tensor)) for t in r.tensors[:10]] + [6])
     out(f"  {'tensor':<{w}}  {'calib %':>9}  {'held %':>9}  {'field %':>9}  {'field rows':>10}",
         highlight=False)
     for t in r.tensors[:10]:
-        out(f"  {t.tensor:<{w}}  {t.calib_share * 100:9.4f}  {t.baseline_share * 100:9.4f}  "
+        out(f"  {_short(t.tensor):<{w}}  {t.calib_share * 100:9.4f}  "
+            f"{t.baseline_share * 100:9.4f}  "
             f"{t.field_share * 100:9.4f}  {t.field_rows_share * 100:9.1f}%", highlight=False)
     if len(r.tensors) > 10:
         out(f"  ... {len(r.tensors) - 10} more tensors in --json", highlight=False)

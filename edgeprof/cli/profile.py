@@ -39,14 +39,18 @@ import click
               help="Look for target files here first (then ./targets, then the user config dir).")
 @click.option("--inventory", type=click.Path(path_type=Path, dir_okay=False),
               help="An Ansible inventory: every host of --group is a target (needs ansible-core).")
-@click.option("--group", default=None, help="The inventory group to profile on (default: all).")
+@click.option("--group", default=None, help="The inventory group to profile on (default: all); "
+              "every board is measured, then the group's median and board-to-board spread.")
+@click.option("--max-boards", type=click.IntRange(1, 1024), default=None,
+              help="Boards measured at once (default: every board at once).")
 @click.option("--sustained", default=None, metavar="DURATION",
               help="Continuous load for DURATION (e.g. 10m): latency per window with temperature, "
                    "frequency, throttling and energy; burst vs steady state.")
 @click.option("--window", default="10s", show_default=True, help="Window of a sustained run.")
 @click.option("--cooldown", default=None, metavar="55C|30s",
-              help="Before each sustained run wait until the board is below a temperature, or "
-                   "for a time.")
+              help="Before each configuration (burst or sustained) wait until the board is "
+                   "below a temperature, or for a time; burst configurations are then measured "
+                   "one at a time instead of interleaved.")
 @click.option("--accept-new-host-key", is_flag=True,
               help="First contact with a board: record its host key in the target's known_hosts "
                    "(a changed key is always refused).")
@@ -68,7 +72,7 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
             inventory: Path | None, group: str | None, sustained: str | None, window: str,
             cooldown: str | None, accept_new_host_key: bool, affinity: str | None, seed: int,
             json_out: Path | None, results: Path | None, cache_dir: Path | None, wait: bool,
-            quiet: bool) -> None:
+            quiet: bool, max_boards: int | None = None) -> None:
     """Measure latency (percentiles with confidence intervals), cold start and memory of MODELS
     (.onnx or .tflite). Several models or thread counts are measured in interleaved rounds."""
     from ..data import load_npz
@@ -89,7 +93,8 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
         min_runs=min_runs, max_runs=max_runs,
         warmup_max_s=parse_duration_s(warmup_max_time, "--warmup-max-time", 0.0, 600.0),
         seed=seed, op_profile=op_profile, cold_starts=cold_starts,
-        runtime=None if runtime == "auto" else runtime)
+        runtime=None if runtime == "auto" else runtime,
+        cooldown=_cooldown(cooldown))
     if not 1 <= min_runs <= 10_000_000:
         raise InputError(f"--min-runs {min_runs} is out of range (1 to 10000000)")
     if not 1 <= max_runs <= 10_000_000 or max_runs < min_runs:
@@ -114,20 +119,24 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
         sus = {"duration_s": parse_duration_s(sustained, "--sustained", 1.0, 24 * 3600.0),
                "window_s": parse_duration_s(window, "--window", 0.1, 3600.0),
                "cooldown": parse_cooldown(cooldown)}
-    elif cooldown:
-        raise InputError("--cooldown applies to --sustained runs")
     store = ResultStore(results, wait=wait)
     try:
         _profile_into(ctx, store, s, refs, ds, spec, results, json_out, target_names, targets_dir,
-                      accept_new_host_key, affinity, quiet, wait, inventory, group, sus)
+                      accept_new_host_key, affinity, quiet, wait, inventory, group, sus,
+                      max_boards=max_boards)
     finally:
         store.release()
     store.check()
 
 
+def _cooldown(text: str | None):
+    from ..measure.sustained import parse_cooldown
+    return parse_cooldown(text)
+
+
 def _profile_into(ctx, store, s, refs, ds, spec, results, json_out, target_names, targets_dir,
                   accept_new_host_key, affinity, quiet, wait=False, inventory=None, group=None,
-                  sus=None) -> None:
+                  sus=None, max_boards=None) -> None:
     from ..errors import InputError
     from ..report.terminal import print_records, terminal_console
     from ..results import write_json
@@ -144,8 +153,12 @@ def _profile_into(ctx, store, s, refs, ds, spec, results, json_out, target_names
                        affinity=cpus, wait=wait) for n in names]
     if inventory is not None:
         from ..targets import targets_from_inventory
-        tgts += targets_from_inventory(inventory, group or "all", accept_new_host_key=accept_new_host_key,
-                                       wait=wait, affinity=cpus)
+        boards = targets_from_inventory(inventory, group or "all",
+                                        accept_new_host_key=accept_new_host_key, wait=wait,
+                                        affinity=cpus)
+        tgts += boards
+        from ..measure.spread import GroupTaggingStore  # records name the group: its spread
+        store = GroupTaggingStore(store, {t.name: group or "all" for t in boards})
     threads_given = ctx.get_parameter_source("threads") is not click.core.ParameterSource.DEFAULT
     console = terminal_console(stderr=is_stdout(json_out))
     ctx.find_root().edgeprof_interrupt_note = (f"records measured so far are in {results}; rerun the "
@@ -154,9 +167,11 @@ def _profile_into(ctx, store, s, refs, ds, spec, results, json_out, target_names
     with progress_bar(quiet) as prog:
         if sus is not None:
             from ..measure.sustained import profile_sustained
-            records, skipped = profile_sustained(tgts, s, refs, store, ds, spec, sus, prog)
+            records, skipped = profile_sustained(tgts, s, refs, store, ds, spec, sus, prog,
+                                                 side_dir=results.parent if results else None)
         else:
-            records, skipped = _run_targets(tgts, s, threads_given, refs, store, ds, spec, prog)
+            records, skipped = _run_targets(tgts, s, threads_given, refs, store, ds, spec, prog,
+                                            max_boards)
     for label in skipped:
         console.print(f"  skipped (already in {results}): {label}", highlight=False)
     print_records(records, console)
@@ -173,11 +188,12 @@ def _profile_into(ctx, store, s, refs, ds, spec, results, json_out, target_names
 
 
 def _run_targets(tgts: list, s, threads_given: bool, refs: list, store, ds, spec,
-                 prog) -> tuple[list, list]:
+                 prog, max_boards: int | None = None) -> tuple[list, list]:
     """One Profiler per target: different boards at once, targets on one host one after another,
     each appending its records as they finish. A board that fails yields error records; the
     others carry on."""
-    from ..targets import LockedStore, run_per_target
+    from ..targets import LockedStore
+    from ..targets.shard import run_per_board
 
     if len(tgts) == 1:
         return _profile_one(tgts[0], s, threads_given, refs, store, ds, spec, prog)
@@ -190,7 +206,7 @@ def _run_targets(tgts: list, s, threads_given: bool, refs: list, store, ds, spec
             prog(f"{name}: {desc}", sum(fracs.values()) / len(fracs))
         return update
 
-    outs = run_per_target(tgts, lambda t: _profile_one(
+    outs = run_per_board(tgts, lambda t: _profile_one(
         t, s, threads_given, refs, shared, ds, spec, progress_for(t.name)))
     records: list = []
     skipped: list = []

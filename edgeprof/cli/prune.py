@@ -7,9 +7,7 @@ from pathlib import Path
 
 import click
 
-
-def _names(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
+from .quantize import METRIC_HELP, print_task_metric
 
 
 @click.command("prune")
@@ -42,6 +40,7 @@ def _names(text: str | None) -> list[str]:
 @click.option("--calib", type=click.Path(path_type=Path),
               help="Fidelity data from the train split, when there is no --data.")
 @click.option("--fidelity-rows", default=500, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--metric", metavar="NAME", help=METRIC_HELP)
 @click.option("--preprocess", type=click.Path(path_type=Path), help="InputSpec TOML of the root model.")
 @click.option("--cache-dir", type=click.Path(path_type=Path))
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the variant record.")
@@ -50,103 +49,39 @@ def prune(model: str | None, sparsity: str | None, scope: str | None, torch_fact
           weights: Path | None, example_shape: str | None, channels: str | None, importance: str,
           keep_layers: str | None, round_to: int | None, finetune: Path | None, epochs: int,
           lr: float, seed: int,
-          data: Path | None, calib: Path | None, fidelity_rows: int, preprocess: Path | None,
-          cache_dir: Path | None, json_out: Path | None, quiet: bool) -> None:
+          data: Path | None, calib: Path | None, fidelity_rows: int, metric: str | None,
+          preprocess: Path | None, cache_dir: Path | None, json_out: Path | None,
+          quiet: bool) -> None:
     """Prune MODEL (an .onnx path or a variant id) with --sparsity, or a PyTorch model
     (--torch) with --channels, into a cached variant.
 
     Zeroed weights (--sparsity) make no model faster in onnxruntime; only the compressed size
     drops. Removing channels (--channels) makes it smaller and faster."""
-    import json
-    import tempfile
-
-    from ..data import check_disjoint, load_npz
-    from ..errors import InputError
-    from ..measure.fidelity import FidelityEvaluator
-    from ..passes.base import apply_pass
-    from ..passes.prune import check_fraction
-    from ..report.terminal import print_variant, terminal_console
+    from .. import make
+    from ..data import load_npz
+    from ..report.terminal import terminal_console
     from ..results import check_writable
-    from ..units import parse_fraction
-    from ..variants.cache import Cache
-    from ..variants.family import open_variant, spec_for_worker
     from .progress import progress_bar
+    from .quantize import show_variant
 
-    structured = torch_factory is not None
-    if structured == (model is not None):
-        raise InputError("give either MODEL (.onnx, with --sparsity) or --torch MODULE:FACTORY "
-                         "(with --channels)")
-    if structured:
-        if channels is None:
-            raise InputError("--torch prunes channels: give --channels FRACTION (e.g. 0.5)")
-        if sparsity is not None:
-            raise InputError("--sparsity zeroes weights of an ONNX MODEL; with --torch use --channels")
-        if example_shape is None:
-            raise InputError("--torch needs --example-shape, e.g. 1x1x28x28")
-    else:
-        if sparsity is None:
-            raise InputError("give --sparsity FRACTION (e.g. 0.5) to prune MODEL's weights")
-        for flag, val in (("--channels", channels), ("--finetune", finetune),
-                          ("--weights", weights), ("--example-shape", example_shape),
-                          ("--keep-layers", keep_layers), ("--round-to", round_to)):
-            if val is not None:
-                raise InputError(f"{flag} belongs to structured pruning of a PyTorch model "
-                                 "(--torch MODULE:FACTORY)")
-    frac = check_fraction(parse_fraction(channels if structured else sparsity,
-                                         "--channels" if structured else "--sparsity"),
-                          "--channels" if structured else "--sparsity")
     if json_out:
         check_writable(json_out, "--json")
-    eval_ds = load_npz(data) if data else None
-    calib_ds = load_npz(calib) if calib else None
-    ft_ds = load_npz(finetune) if finetune else None
-    if eval_ds is not None:
-        for what, ds in (("calibration", calib_ds), ("fine-tuning", ft_ds)):
-            if ds is not None:
-                check_disjoint(ds, eval_ds, what)
-    cache = Cache(cache_dir)
     console = terminal_console()
-    with tempfile.TemporaryDirectory(prefix="edgeprof-prune-") as scratch, \
-            progress_bar(quiet) as progress:
-        progress("loading the model", 0.0)
-        if structured:
-            from ..inputspec import load_spec
-            from ..passes.structured import ChannelPrunePass, FineTune, export_root
-            from ..passes.torch_load import load_torch_model, require_torch_pruning
-
-            require_torch_pruning()
-            tm = load_torch_model(torch_factory, weights, example_shape)
-            spec = load_spec(preprocess).to_dict() if preprocess else None
-            first = ft_ds or eval_ds or calib_ds
-            raw_dtype = next(iter(first.x.values())).dtype.name if first else "uint8"
-            ft = FineTune(ft_ds, epochs=epochs, lr=lr, seed=seed) if ft_ds is not None else None
-            p = ChannelPrunePass(tm, frac, importance=importance, scope=scope or "layer",
-                                 keep_layers=_names(keep_layers), round_to=round_to,
-                                 finetune=ft, eval_data=eval_ds,
-                                 spec=spec_for_worker(spec, raw_dtype), progress=progress)
-            # every input is checked: only now is anything written to the cache
-            parent = export_root(cache, tm, spec)
-            root = parent
-        else:
-            from ..passes.prune import PrunePass
-            p = PrunePass(frac, scope or "global")
-            parent, root = open_variant(cache, model, preprocess)
-            if parent.format != "onnx":
-                raise InputError(f"{parent.label}: unstructured pruning takes an ONNX model")
-        fid_ds = eval_ds or calib_ds
-        fidelity = None
-        if fid_ds is not None:
-            fidelity = FidelityEvaluator(fid_ds, fidelity_rows, Path(scratch)).hook(
-                parent, root, "evaluation" if eval_ds is not None else "calibration")
-        v, reused = apply_pass(cache, parent, p, fidelity)
-    print_variant(v, reused, console, lineage=cache.lineage(v))
-    if structured:
-        _print_structured(v, console, eval_ds, reused)
+    with progress_bar(quiet) as progress:
+        v = make.prune(model, sparsity=sparsity, channels=channels, scope=scope,
+                       torch=torch_factory, weights=weights, example_shape=example_shape,
+                       importance=importance, keep_layers=keep_layers, round_to=round_to,
+                       finetune=finetune, epochs=epochs, lr=lr, seed=seed, data=data,
+                       calib=calib, fidelity_rows=fidelity_rows, metric=metric,
+                       preprocess=preprocess, cache_dir=cache_dir, progress=progress)
+    show_variant(v, console, cache_dir, None, json_out)
+    if torch_factory is not None:
+        _print_structured(v, console, load_npz(data) if data else None, v.reused)
     else:
         _print_unstructured(v, console)
-    if json_out:
-        from ..storage import write_text
-        write_text(json_out, json.dumps(v.to_json(), indent=1) + "\n", "--json")
+    if metric:
+        from ..metrics import get_metric
+        print_task_metric((v.fidelity.get("metrics") or {}).get(get_metric(metric).name), console)
 
 
 def _print_unstructured(v, console) -> None:

@@ -7,8 +7,38 @@ from pathlib import Path
 import click
 
 
-def _names(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
+METRIC_HELP = ("Also score the variant with this task metric against its parent and the fp32 "
+               "root on --data: top1, topk:K, mae, rmse, miou (need labels), agreement[:output] "
+               "(none), or module:function.")
+
+
+def print_task_metric(res: dict | None, console) -> None:
+    """The task metric of a variant against its parent and its root (measure.fidelity)."""
+    if not res:
+        return
+    from rich import box
+    from rich.table import Table
+
+    from ..metrics import format_score, get_metric
+
+    m = get_metric(res["metric"])
+    better = "higher" if m.higher_is_better else "lower"
+    t = Table(title=f"task metric {m.name} ({better} is better; {res['rows']} rows; degradation: "
+                    "the variant's error minus the reference's, positive is worse)",
+              title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("against", "variant", "reference", "degradation"):
+        t.add_column(col, justify="left" if col == "against" else "right")
+
+    def sc(x):
+        ci = x.get("score_ci")
+        s = format_score(m, x["score"])
+        return f"{s} [{format_score(m, ci[0])}, {format_score(m, ci[1])}]" if ci else s
+    for which in ("vs_parent", "vs_root"):
+        r = res[which]
+        d = r["degradation"]
+        t.add_row(which.replace("vs_", ""), sc(r["variant"]), sc(r["reference"]),
+                  f"{d:+.2%}" if m.proportion or m.name == "miou" else f"{d:+.4g}")
+    console.print(t)
 
 
 @click.command("quantize")
@@ -36,66 +66,44 @@ def _names(text: str | None) -> list[str]:
 @click.option("--exclude-ops", help="Keep these operator types in float, e.g. Gemm.")
 @click.option("--sensitivity", is_flag=True, help="Rank layers by the error their quantization adds.")
 @click.option("--sensitivity-rows", default=64, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--metric", metavar="NAME", help=METRIC_HELP)
 @click.option("--cache-dir", type=click.Path(path_type=Path))
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the variant record.")
 def quantize(model: str, precision: str, fmt: str, per_channel: bool, calib_method: str,
              calib: Path | None, calib_rows: int, data: Path | None, fidelity_rows: int,
              preprocess: Path | None, types: str, reduce_range: bool, weight_type: str,
              exclude_nodes: str | None, exclude_ops: str | None,
-             sensitivity: bool, sensitivity_rows: int, cache_dir: Path | None,
-             json_out: Path | None) -> None:
+             sensitivity: bool, sensitivity_rows: int, metric: str | None,
+             cache_dir: Path | None, json_out: Path | None) -> None:
     """Quantize MODEL (an .onnx path or a variant id) into a cached variant."""
-    import json
-    import tempfile
-
-    from ..data import check_disjoint, load_npz
-    from ..errors import InputError
-    from ..measure.fidelity import FidelityEvaluator
-    from ..passes.base import apply_pass
-    from ..passes.quantize import QuantizePass, calibration_batches
-    from ..report.terminal import print_variant, terminal_console
+    from .. import make
+    from ..report.terminal import terminal_console
     from ..results import check_writable
-    from ..variants.cache import Cache
-    from ..variants.family import open_variant, spec_for_worker
 
     if json_out:
         check_writable(json_out, "--json")
+    v = make.quantize(model, precision, calib=calib, data=data, per_channel=per_channel,
+                      format=fmt, calib_method=calib_method, calib_rows=calib_rows, types=types,
+                      reduce_range=reduce_range, weight_type=weight_type,
+                      exclude_nodes=exclude_nodes, exclude_ops=exclude_ops,
+                      sensitivity=sensitivity, sensitivity_rows=sensitivity_rows, metric=metric,
+                      preprocess=preprocess, fidelity_rows=fidelity_rows, cache_dir=cache_dir)
+    show_variant(v, terminal_console(), cache_dir, metric, json_out)
+
+
+def show_variant(v, console, cache_dir, metric: str | None, json_out: Path | None) -> None:
+    """What a pass command prints for the variant it made (and ``--json``: its record)."""
+    import json
+
+    from ..metrics import get_metric
+    from ..report.terminal import print_variant
+    from ..variants.cache import Cache
+
     cache = Cache(cache_dir)
-    parent, root = open_variant(cache, model, preprocess)
-    if parent.format != "onnx":
-        raise InputError(f"{parent.label}: quantize takes an ONNX model; TFLite precisions come "
-                         "from `edgeprof convert --to tflite --precision ...`")
-    calib_ds = load_npz(calib) if calib else None
-    eval_ds = load_npz(data) if data else None
-    if calib_ds is not None and eval_ds is not None:
-        check_disjoint(calib_ds, eval_ds, "calibration")
-    fid_ds = eval_ds or calib_ds
-    raw_dtype = next(iter(calib_ds.x.values())).dtype.name if calib_ds else "uint8"
-    p = QuantizePass(precision=precision, per_channel=per_channel, format=fmt,
-                     calib_method=calib_method, calib=calib_ds, calib_rows=calib_rows,
-                     spec=spec_for_worker(root.input_spec, raw_dtype),
-                     exclude_nodes=_names(exclude_nodes), exclude_ops=_names(exclude_ops),
-                     types=types, reduce_range=reduce_range, dynamic_weight_type=weight_type)
-    console = terminal_console()
-    with tempfile.TemporaryDirectory(prefix="edgeprof-q-") as scratch:
-        fidelity = None
-        if fid_ds is not None:
-            fidelity = FidelityEvaluator(fid_ds, fidelity_rows, Path(scratch)).hook(
-                parent, root, "evaluation" if eval_ds is not None else "calibration")
-        v, reused = apply_pass(cache, parent, p, fidelity)
-        if sensitivity:
-            if precision != "int8-static":
-                raise InputError("--sensitivity analyses int8-static quantization")
-            from ..passes.sensitivity import layer_sensitivity
-            spec = spec_for_worker(root.input_spec, raw_dtype)
-            cal = calibration_batches(parent.path, calib_ds, spec, min(calib_rows, 64))
-            ev_ds = eval_ds or calib_ds
-            evf = calibration_batches(parent.path, ev_ds, spec_for_worker(
-                root.input_spec, next(iter(ev_ds.x.values())).dtype.name), sensitivity_rows)
-            v.extra["sensitivity"] = layer_sensitivity(parent.path, cal, evf, per_channel, fmt,
-                                                       calib_method)
-            cache.update(v)
-    print_variant(v, reused, console, lineage=cache.lineage(v))
+    cached = cache.get(v.id)
+    print_variant(cached, v.reused, console, lineage=cache.lineage(cached))
+    if metric:
+        print_task_metric((v.fidelity.get("metrics") or {}).get(get_metric(metric).name), console)
     if json_out:
         from ..storage import write_text
-        write_text(json_out, json.dumps(v.to_json(), indent=1) + "\n", "--json")
+        write_text(json_out, json.dumps(cached.to_json(), indent=1) + "\n", "--json")

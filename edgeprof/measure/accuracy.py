@@ -80,10 +80,10 @@ def metric_key(data: Dataset, n: int, metric: str) -> str:
 
 
 def outputs_on(target: Any, path: Any, npz: str, n: int, spec: dict[str, Any] | None,
-               label: str) -> dict[str, np.ndarray]:
+               label: str, pool: Any = None) -> dict[str, np.ndarray]:
     """Every output of a model for rows [0, n) of a staged npz, through a worker of ``target``
-    at the model's own batch."""
-    with target.start_worker(label) as w:
+    (a long-lived one from ``pool`` when given) at the model's own batch."""
+    with (pool.worker(label) if pool is not None else target.start_worker(label)) as w:
         w.load(target.stage(path), npz=npz, spec=spec)
         return w.predict_rows(npz, n, batch=250, spec=spec)
 

@@ -1,5 +1,7 @@
 """Fidelity: how close a variant's outputs stay to its parent's and to the fp32 root's, measured
-on the runtime that runs each file (through the worker)."""
+on the runtime that runs each file (through the worker), and, with a task metric
+(``--metric``, edgeprof.metrics), the metric's score of the variant against its parent's and
+the root's on the same rows (``task_metric``)."""
 from __future__ import annotations
 
 import math
@@ -97,3 +99,66 @@ class FidelityEvaluator:
         if set(names) == set(ref_names):
             ref = [ref[ref_names.index(n)] for n in names]
         return compare(ref, mine, names)
+
+
+def check_metric_data(metric: Any, data: Dataset | None, flag: str = "--metric") -> None:
+    """Refuse early (before any pass runs) a metric without data, or a built-in metric that
+    needs labels the data lacks (agreement needs none; a user metric reads what it needs)."""
+    from ..errors import InputError
+
+    if metric is None:
+        return
+    if data is None:
+        raise InputError(f"{flag} {metric.name} scores the variant on data: give --data")
+    labelled = metric.name in ("top1", "mae", "rmse", "miou") or metric.name.startswith("topk:")
+    if labelled and data.y is None and not data.labels:
+        raise InputError(f"{flag} {metric.name} needs labels in {data.path.name} ('y' or "
+                         f"'y_<output>'); agreement needs none")
+
+
+def task_metric(ev: "FidelityEvaluator", metric: Any, variant: Any, parent: Any,
+                root: Any) -> dict[str, Any]:
+    """The task metric of ``variant`` against ``parent`` and ``root`` on the evaluator's rows.
+
+    A labelled metric scores each model against the labels; ``agreement`` scores the variant
+    against each reference's outputs (the reference then agrees with itself: 1). ``degradation``
+    is the variant's error minus the reference's (edgeprof.metrics.error_of): positive is worse,
+    whichever way the metric points. Outputs are paired with the reference's names by position
+    when the names differ (a converter may rename them)."""
+    from ..metrics import error_of, labels_of
+
+    labels = labels_of(ev.data, ev.rows)
+    names, mine = ev.outputs(variant.path, variant.input_spec)
+    out: dict[str, Any] = {"metric": metric.name, "higher_is_better": metric.higher_is_better,
+                           "data_sha256": ev.data.sha256, "rows": ev.rows}
+    for which, ref in (("vs_parent", parent), ("vs_root", root)):
+        ref_names, ref_out = ev.outputs(ref.path, ref.input_spec)
+        if set(names) == set(ref_names):
+            outs = dict(zip(names, mine))
+        else:
+            outs = dict(zip(ref_names, mine)) if len(names) == len(ref_names) else dict(zip(names, mine))
+        refs = dict(zip(ref_names, ref_out))
+        if metric.needs_reference:
+            lab = dict(labels, **{f"ref:{k}": a for k, a in refs.items()})
+            s = metric.score(outs, lab)
+            r = {"score": 1.0, "score_ci": None, "n": s["n"]}
+        else:
+            s, r = metric.score(outs, labels), metric.score(refs, labels)
+        out[which] = {"variant": {k: s[k] for k in ("score", "score_ci", "n")},
+                      "reference": {k: r[k] for k in ("score", "score_ci", "n")},
+                      "degradation": error_of(metric, s["score"]) - error_of(metric, r["score"])}
+    return out
+
+
+def add_task_metric(cache: Any, ev: "FidelityEvaluator | None", metric: Any, variant: Any,
+                    parent: Any, root: Any) -> dict[str, Any] | None:
+    """Score ``variant`` with ``metric`` (also when it was reused from the cache) and keep the
+    figures in its record under ``fidelity.metrics[<name>]``."""
+    if metric is None or ev is None:
+        return None
+    res = task_metric(ev, metric, variant, parent, root)
+    fid = dict(variant.fidelity or {})
+    fid.setdefault("metrics", {})[metric.name] = res
+    variant.fidelity = fid
+    cache.update(variant)
+    return res

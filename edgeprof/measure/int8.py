@@ -137,8 +137,8 @@ def diagnose_rows(rows: list[dict[str, Any]], records: list[dict[str, Any]],
         facts = facts_cache.get(path) if fmt == "onnx" else None
         if not _is_int8(row.get("label", ""), facts):
             continue
-        slower = (row.get("p50_ci") and root.get("p50_ci")
-                  and row["p50_ci"][0] > root["p50_ci"][1])
+        slower = (row.get("p50_ci_s") and root.get("p50_ci_s")
+                  and row["p50_ci_s"][0] > root["p50_ci_s"][1])
         agree = row.get("top1_agreement")
         inaccurate = agree is not None and agree < AGREEMENT_FLOOR
         if not slower and not inaccurate:

@@ -49,6 +49,9 @@ class Settings:
     op_profile_runs: int = 50
     cold_starts: int = 3
     runtime: str | None = None
+    # {"below_c": 55} or {"wait_s": 30} (measure.sustained.parse_cooldown): configurations are
+    # then measured one at a time, each after its cool-down, instead of interleaved
+    cooldown: dict[str, Any] | None = None
 
     @property
     def stop_rule(self) -> StopRule:
@@ -85,6 +88,7 @@ class _Run:
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     ops: dict[str, Any] | None = None
     cold: dict[str, list[float]] | None = None
+    cooldown: dict[str, Any] | None = None
     error: str | None = None
     stop: StopState = field(default_factory=lambda: StopState(False))
 
@@ -151,17 +155,24 @@ class Profiler:
         self._n_total = max(1, len(runs))
         try:
             self._spawn(runs)
+            first = next((p.worker for r in runs for p in r.procs if p.worker is not None), None)
+            if first is not None and self.s.cooldown:  # a temperature needs a sensor: ask now
+                from .sustained import check_cooldown
+                check_cooldown(first, self.s.cooldown, self.target.name)
             for i, r in enumerate(runs):
                 self.progress(f"loading {r.label}", i / self._n_total * 0.1)
                 self._start(r, records)
             live = [r for r in runs if r.error is None]
-            for i, r in enumerate(live):
-                for p in r.procs:
+            if self.s.cooldown:  # heat from one configuration must not penalise the next
+                for i, r in enumerate(live):
+                    r.cooldown = self._cool_down(r)
+                    self._warm_all(r, i, len(live), records)
                     if r.error is None:
-                        self._warm_up(r, p, i, len(live))
-                if r.error:
-                    records.append(self._error_record(r))
-            self._measure([r for r in live if r.error is None], records)
+                        self._measure([r], records)
+            else:
+                for i, r in enumerate(live):
+                    self._warm_all(r, i, len(live), records)
+                self._measure([r for r in live if r.error is None], records)
         finally:
             for r in runs:
                 for p in r.procs:
@@ -233,6 +244,20 @@ class Profiler:
         r.io_samples.extend(reply.get("io_samples_s", []))
         p.peak_rss = reply.get("peak_rss_bytes") or p.peak_rss
         return reply["samples_s"]
+
+    def _warm_all(self, r: _Run, i: int, n_live: int, records: list[dict[str, Any]]) -> None:
+        for p in r.procs:
+            if r.error is None:
+                self._warm_up(r, p, i, n_live)
+        if r.error:
+            records.append(self._error_record(r))
+
+    def _cool_down(self, r: _Run) -> dict[str, Any] | None:
+        """Wait until the target is under the temperature (or for the time) before measuring
+        this configuration; a temperature on a target without a sensor is refused."""
+        from .sustained import cool_down
+        self.progress(f"cooling down before {r.label}", 0.2)
+        return cool_down(r.procs[0].worker, self.s.cooldown, self.target.name)
 
     def _warm_up(self, r: _Run, p: _Proc, i: int, n_live: int) -> None:
         first = p.load.get("first_inference_s") or 1e-3
@@ -386,4 +411,6 @@ class Profiler:
             rec["op_profile"] = r.ops
         if r.cold is not None:
             rec["cold_start"] = r.cold
+        if r.cooldown is not None:
+            rec["cooldown"] = r.cooldown
         return rec

@@ -2,6 +2,11 @@
 pre-processing) and fp16 (onnxconverter-common). Conventions: words and flags."""
 from __future__ import annotations
 
+import functools
+import hashlib
+import logging
+import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -10,7 +15,7 @@ import numpy as np
 
 from ..data import Dataset
 from ..errors import InputError
-from ..variants.cache import Variant
+from ..variants.cache import Derived, Variant, canonical_json, root_of
 
 PRECISIONS = ("int8-static", "int8-dynamic", "fp16")
 FORMATS = ("qdq", "qoperator")
@@ -24,6 +29,81 @@ DYNAMIC_SLOW_NOTE = (
     "int8-dynamic quantizes Conv as ConvInteger, which onnxruntime runs 3-12x slower than fp32 "
     "on CPUs (MobileNetV2 measured 24-82 ms against 6.7 ms fp32 on this kind of machine): for a "
     "convolutional model prefer int8-static; dynamic int8 pays off for MatMul-heavy models")
+#: options given to onnxruntime's calibrator (part of the ranges' identity)
+CALIB_OPTIONS: dict[str, Any] = {}
+CALIB_BATCH = 16
+log = logging.getLogger("edgeprof")
+
+# onnxruntime/tools/__init__.py, whole: it imports torch (seconds) for a PyTorch export helper
+# that quantization never uses. Only while it reads exactly so is the import deferred.
+_ORT_TOOLS_INIT = (
+    "import importlib.util",
+    'have_torch = importlib.util.find_spec("torch")',
+    "if have_torch:",
+    "from .pytorch_export_helpers import infer_input_info  # noqa: F401")
+
+
+def _ort_tools_without_torch() -> None:
+    """Register the package ``onnxruntime.tools`` with its one export loaded on first use, so
+    that pre-processing (symbolic shape inference lives there) does not import torch."""
+    if "onnxruntime.tools" in sys.modules:
+        return
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("onnxruntime.tools")
+        lines = [ln.strip() for ln in Path(spec.origin).read_text().splitlines()
+                 if ln.strip() and not ln.lstrip().startswith("#")]
+    except (ImportError, AttributeError, OSError, TypeError, ValueError):
+        return
+    if spec is None or spec.loader is None or tuple(lines) != _ORT_TOOLS_INIT:
+        return  # another onnxruntime: import it as it is
+
+    mod = importlib.util.module_from_spec(spec)
+
+    def __getattr__(name: str) -> Any:
+        if name == "have_torch":
+            return importlib.util.find_spec("torch")
+        if name == "infer_input_info":
+            from onnxruntime.tools.pytorch_export_helpers import infer_input_info
+            return infer_input_info
+        raise AttributeError(f"module 'onnxruntime.tools' has no attribute {name!r}")
+    mod.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    mod.importlib = importlib  # type: ignore[attr-defined]
+    sys.modules["onnxruntime.tools"] = mod
+    import onnxruntime
+    onnxruntime.tools = mod  # type: ignore[attr-defined]
+
+
+def pre_process(src: Path, dst: Path) -> None:
+    """onnxruntime's quantization pre-processing (symbolic shape inference and basic graph
+    optimisation), without the torch import it otherwise triggers."""
+    _ort_tools_without_torch()
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+
+
+def _opset_for_per_channel(src: Path, out_path: Path, per_channel: bool,
+                           notes: list[str]) -> Path:
+    """Per-channel QDQ writes DequantizeLinear with ``axis``, which needs opset 13: an older
+    model (e.g. a Keras export at opset 12) is converted to opset 13 first (onnx's version
+    converter), with a note; otherwise the quantized file would not load."""
+    import onnx
+
+    m = onnx.load(str(src))
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if not per_channel or opset >= 13:
+        return src
+    from onnx import version_converter
+    try:
+        up = version_converter.convert_version(m, 13)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several kinds
+        notes.append(f"opset {opset} model could not be converted to opset 13 for per-channel "
+                     f"quantization ({str(exc).splitlines()[0][:120]}); use --per-tensor")
+        return src
+    dst = out_path.with_name("preprocessed.onnx")  # the graph quantized (drift reads it)
+    onnx.save(up, str(dst))
+    notes.append(f"opset {opset} model converted to opset 13: per-channel quantization needs it")
+    return dst
 
 
 def tool_versions() -> dict[str, str]:
@@ -36,6 +116,14 @@ def tool_versions() -> dict[str, str]:
     except ImportError:  # pragma: no cover
         pass
     return v
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_kernels() -> list[list[Any]]:
+    """onnxruntime's CPU kernels (domain, op, first and last opset): listed once per process."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as C
+    return [[k.domain, k.op_name, *k.version_range] for k in C.get_all_opkernel_def()
+            if k.provider == "CPUExecutionProvider"]
 
 
 def check_quantizable(path: Path, precision: str, name: str | None = None) -> dict[str, Any]:
@@ -53,10 +141,7 @@ def check_quantizable(path: Path, precision: str, name: str | None = None) -> di
     if fp16:
         raise InputError(f"{name} already holds fp16 weights ({len(fp16)} tensors); "
                          "quantize its fp32 parent instead")
-    from onnxruntime.capi import onnxruntime_pybind11_state as C
-    kernels = [[k.domain, k.op_name, *k.version_range] for k in C.get_all_opkernel_def()
-               if k.provider == "CPUExecutionProvider"]
-    support = onnx_support(str(path), kernels)
+    support = onnx_support(str(path), _cpu_kernels())
     if not support["supported"]:
         names = ", ".join(f"{m['op']} (node '{m['node']}')" for m in support["missing"][:5])
         raise InputError(f"{name} has operators onnxruntime cannot run, so it cannot be "
@@ -111,6 +196,25 @@ def calibration_batches(path: Path, data: Dataset, spec: dict[str, Any] | None, 
         except WorkerFault as exc:
             raise InputError(f"calibration data {data.path.name}: {exc}")
     return out
+
+
+def _opset(path: Path) -> int | None:
+    """The default-domain opset of a model file (per-channel QDQ may have raised it to 13)."""
+    import onnx
+    m = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _ranges_readable(path: Path, method: Any) -> bool:
+    """Cached ranges onnxruntime can load, of the calibration method asked for."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+    try:
+        return load_tensors_data(path).calibration_method == method
+    except Exception as exc:  # a torn or foreign file: calibrate again
+        why = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        log.warning("cached activation ranges %s unreadable (%s); calibrating again",
+                    path.parent.name[:12], why)
+        return False
 
 
 class _Reader:
@@ -203,6 +307,36 @@ class QuantizePass:
             s += " mixed"
         return s
 
+    # -- shared work ----------------------------------------------------------------------------
+    def ranges_key(self, parent: Variant, preprocessed: bool, opset: int | None = None) -> str:
+        """Identity of the activation ranges: what calibration depends on (the graph calibrated:
+        the parent, pre-processed or not, at its opset; the data; the method), not the weights'
+        granularity, the format, the integer types, reduce_range or the excluded nodes
+        (onnxruntime calibrates every tensor of the quantizable ops)."""
+        assert self.calib is not None
+        return hashlib.sha256(canonical_json({
+            "parent": parent.id, "preprocessed": preprocessed, "opset": opset,
+            "calib_sha256": self.calib.sha256,
+            "rows": min(self.calib_rows, self.calib.n), "spec": self.spec, "batch": CALIB_BATCH,
+            "method": self.calib_method, "method_options": CALIB_OPTIONS,
+            "tools": tool_versions()}).encode()).hexdigest()
+
+    def _pre_process(self, parent: Variant, pre: Path, root: Path | None) -> None:
+        """The pre-processed graph of ``parent`` at ``pre``: done once per parent and onnxruntime
+        and copied from the cache (root/preprocessed/<key>/) for the next variants."""
+        key = hashlib.sha256(canonical_json({"parent": parent.id, "tools": tool_versions()})
+                             .encode()).hexdigest()
+        store = Derived(root, "preprocessed") if root is not None else None
+        cached = store.get(key, "preprocessed.onnx") if store is not None else None
+        if cached is not None:
+            shutil.copyfile(cached, pre)
+            return
+        pre_process(parent.path, pre)
+        external = [f for f in pre.parent.iterdir() if f.name.startswith(pre.name + ".")
+                    or f.name.endswith(".onnx.data")]
+        if store is not None and not external:  # a graph with external data is not shared
+            store.put(key, pre, "preprocessed.onnx")
+
     # -- running ------------------------------------------------------------------------------
     def _excluded(self, path: Path, facts: dict[str, Any]) -> list[str]:
         unknown = [n for n in self.exclude_nodes if n not in facts["node_names"]]
@@ -232,13 +366,14 @@ class QuantizePass:
         from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                               quantize_dynamic, quantize_static)
         pre = out_path.with_name("preprocessed.onnx")
+        root = root_of(parent)
         try:
-            from onnxruntime.quantization.shape_inference import quant_pre_process
-            quant_pre_process(str(parent.path), str(pre), skip_symbolic_shape=False)
+            self._pre_process(parent, pre, root)
             src = pre
         except Exception as exc:  # pre-processing is an optimisation; quantization works without
             notes.append(f"quantization pre-processing skipped: {str(exc).splitlines()[0][:160]}")
             src = parent.path
+        src = _opset_for_per_channel(src, out_path, self.per_channel, notes)
         if self.precision == "int8-dynamic":
             if facts["convs"]:
                 notes.append(DYNAMIC_SLOW_NOTE)
@@ -247,20 +382,39 @@ class QuantizePass:
                              weight_type=QuantType.QUInt8 if self.dynamic_weight_type == "uint8"
                              else QuantType.QInt8, nodes_to_exclude=excluded or None)
         else:
-            feeds = calibration_batches(parent.path, self.calib, self.spec, self.calib_rows,
-                                        equal=self.calib_method != "minmax")
             qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
             method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                       "percentile": CalibrationMethod.Percentile}[self.calib_method]
+            key = self.ranges_key(parent, src == pre, _opset(src))
+            store = Derived(root, "calibration") if root is not None else None
+            ranges = store.get(key, "ranges.json") if store is not None else None
+            if ranges is not None and not _ranges_readable(ranges, method):
+                store.discard(key)
+                ranges = None
+            reader = None
+            if ranges is None:  # calibrate: onnxruntime writes the ranges it computed here
+                feeds = calibration_batches(parent.path, self.calib, self.spec, self.calib_rows,
+                                            batch=CALIB_BATCH, equal=self.calib_method != "minmax")
+                reader = _Reader(feeds)
+                ranges = out_path.with_name("calibration.json")
             quantize_static(
-                str(src), str(out_path), _Reader(feeds),
+                str(src), str(out_path), reader,
                 quant_format=QuantFormat.QDQ if self.format == "qdq" else QuantFormat.QOperator,
                 per_channel=self.per_channel, reduce_range=self.reduce_range,
                 activation_type=qtype[TYPES[self.types][0]],
                 weight_type=qtype[TYPES[self.types][1]], calibrate_method=method,
                 nodes_to_exclude=excluded or None,
-                calibration_providers=["CPUExecutionProvider"])
+                calibration_providers=["CPUExecutionProvider"], extra_options=dict(CALIB_OPTIONS),
+                calibration_cache_path=str(ranges))
+            if reader is not None:
+                if store is not None:
+                    store.put(key, ranges, "ranges.json")
+                ranges.unlink(missing_ok=True)
         extra: dict[str, Any] = {"excluded_nodes": excluded}
+        if self.precision == "int8-static":
+            # the activation ranges (cache root/calibration/<key>/) shared by every int8-static
+            # variant of this parent calibrated alike, whatever its granularity, format, types
+            extra["calibration_ranges"] = key
         if self.precision == "int8-static" and src == pre and pre.is_file():
             # kept in the variant folder: the graph quantization actually quantized (edgeprof
             # drift reads clipped shares on its tensors; see decisions, "Drift")

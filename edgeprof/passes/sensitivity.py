@@ -40,9 +40,9 @@ def layer_sensitivity(model_path: Path, calib_feeds: list[dict[str, np.ndarray]]
                 n.name = f"{n.op_type}_{i}"
         onnx.save(m, str(work))
         try:
-            from onnxruntime.quantization.shape_inference import quant_pre_process
+            from .quantize import pre_process  # (without the torch import)
             pre = Path(tmp) / "pre.onnx"
-            quant_pre_process(str(work), str(pre))
+            pre_process(work, pre)
         except Exception:
             pre = work
         nodes = [(n.name, n.op_type) for n in onnx.load(str(pre)).graph.node

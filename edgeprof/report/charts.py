@@ -65,7 +65,7 @@ def latency_vs_accuracy(rows: list[dict[str, Any]], out: Path) -> list[str]:
         key = []
         for i, r in enumerate(tp, 1):
             x, y = r["p50_s"] * 1e3, r[k] * scale
-            xe = [[max(0.0, x - r["p50_ci"][0] * 1e3)], [max(0.0, r["p50_ci"][1] * 1e3 - x)]]
+            xe = [[max(0.0, x - r["p50_ci_s"][0] * 1e3)], [max(0.0, r["p50_ci_s"][1] * 1e3 - x)]]
             ye = [[max(0.0, y - r[k + "_ci"][0] * scale)], [max(0.0, r[k + "_ci"][1] * scale - y)]]
             front = r.get("on_frontier")
             ax.errorbar([x], [y], xerr=xe, yerr=ye, fmt="o" if front else "s",
@@ -90,10 +90,26 @@ def latency_vs_accuracy(rows: list[dict[str, Any]], out: Path) -> list[str]:
     return _save(fig, out, "latency_vs_accuracy")
 
 
+def _rob_metric(rob: list[dict[str, Any]]) -> tuple[Any, str, float]:
+    """The robustness records' task metric (edgeprof.metrics; top-1 for older records), the
+    figure's axis label and the scale of its values (100 for fractions shown in %)."""
+    from ..metrics import get_metric, is_fraction
+    m = get_metric(next((r.get("metric") for r in rob if r.get("metric")), "top1"))
+    if m.name == "top1":
+        return m, "top-1 accuracy (%)", 100.0
+    return (m, f"{m.name} (%)", 100.0) if is_fraction(m) else (m, m.name, 1.0)
+
+
+def _cell_score(m: dict[str, Any]) -> float | None:
+    """A per-corruption cell's figure: top-1 accuracy, or the task metric's score."""
+    return m["accuracy"] if m.get("accuracy") is not None else m.get("score")
+
+
 def accuracy_vs_severity(records: list[dict[str, Any]], labels: dict[str, str], out: Path) -> list[str]:
     rob = [r for r in records if r["kind"] == "robustness" and r.get("per_corruption")]
     if not rob:
         return []
+    metric, ylabel, scale = _rob_metric(rob)
     plt = _plt()
     fams = [(f, names) for f, names in FAMILIES.items()
             if any(n in r["per_corruption"] for r in rob for n in names)]
@@ -104,17 +120,19 @@ def accuracy_vs_severity(records: list[dict[str, Any]], labels: dict[str, str], 
             sev_acc: dict[int, list[float]] = {}
             for n in names:
                 for s, m in (r["per_corruption"].get(n) or {}).items():
-                    sev_acc.setdefault(int(s), []).append(m["accuracy"])
-            if not sev_acc:
+                    if _cell_score(m) is not None:
+                        sev_acc.setdefault(int(s), []).append(_cell_score(m))
+            clean = r.get("clean_accuracy") if metric.name == "top1" else r.get("clean_score")
+            if not sev_acc or clean is None:
                 continue
             xs = [0] + sorted(sev_acc)
-            ys = [r["clean_accuracy"] * 100] + [float(np.mean(sev_acc[s])) * 100 for s in xs[1:]]
+            ys = [clean * scale] + [float(np.mean(sev_acc[s])) * scale for s in xs[1:]]
             ax.plot(xs, ys, marker="o", ms=3, color=f"C{i % 10}",
                     label=_short(labels.get(r["variant_id"], r["variant_id"][:12]), 30))
         ax.set_title(f"{fam} (mean over {len([n for n in names if any(n in r['per_corruption'] for r in rob)])})")
         ax.set_xlabel("severity (0 = clean)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("top-1 accuracy (%)")
+    axes[0][0].set_ylabel(ylabel)
     axes[0][-1].legend(fontsize=6, loc="lower left")
     return _save(fig, out, "accuracy_vs_severity")
 
@@ -125,15 +143,18 @@ def corruption_heatmap(records: list[dict[str, Any]], labels: dict[str, str], ba
     if not rob or baseline not in rob:
         return []
     base = rob[baseline]
+    from ..metrics import error_of
+    metric, _, scale = _rob_metric(list(rob.values()))
     names = [n for n in base["per_corruption"]]
     vids = sorted(rob, key=lambda v: labels.get(v, v))
     grid = np.full((len(names), len(vids)), np.nan)
     for j, v in enumerate(vids):
         for i, n in enumerate(names):
-            a = [m["accuracy"] for m in (rob[v]["per_corruption"].get(n) or {}).values()]
-            b = [m["accuracy"] for m in base["per_corruption"][n].values()]
-            if a and b:
-                grid[i, j] = (np.mean(b) - np.mean(a)) * 100
+            a = [_cell_score(m) for m in (rob[v]["per_corruption"].get(n) or {}).values()]
+            b = [_cell_score(m) for m in base["per_corruption"][n].values()]
+            if a and b and None not in a + b:  # the drop: error above the baseline's
+                grid[i, j] = (error_of(metric, float(np.mean(a)))
+                              - error_of(metric, float(np.mean(b)))) * scale
     plt = _plt()
     fig, ax = plt.subplots(figsize=(1.1 * len(vids) + 3, 0.32 * len(names) + 1.8),
                            constrained_layout=True)
@@ -146,13 +167,16 @@ def corruption_heatmap(records: list[dict[str, Any]], labels: dict[str, str], ba
         for j in range(len(vids)):
             if np.isfinite(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:+.1f}", ha="center", va="center", fontsize=6)
-    fig.colorbar(im, ax=ax, label="accuracy drop vs baseline (points, mean over severities)")
-    ax.set_title("accuracy drop per corruption against the fp32 baseline")
+    what = "accuracy" if metric.name == "top1" else metric.name
+    fig.colorbar(im, ax=ax, label=f"{what} drop vs baseline ({'points' if scale == 100 else 'error'}"
+                                  ", mean over severities)")
+    ax.set_title(f"{what} drop per corruption against the fp32 baseline")
     return _save(fig, out, "corruption_heatmap")
 
 
 def latency_distributions(records: list[dict[str, Any]], out: Path, batch: int | None) -> list[str]:
-    lat = [r for r in records if r["kind"] == "latency" and (batch is None or r["batch"] == batch)]
+    lat = [r for r in records if r["kind"] == "latency" and (batch is None or r["batch"] == batch)
+           and r.get("mode", "burst") == "burst"]
     if not lat:
         return []
     plt = _plt()
@@ -243,7 +267,7 @@ def board_state(records: list[dict[str, Any]], out: Path) -> list[str]:
 def throughput_curves(records: list[dict[str, Any]], out: Path) -> list[str]:
     """Throughput (samples/s, from p50) and p50 latency against batch size, one line per
     model and thread count, with the p50 confidence interval as error bars."""
-    lat = [r for r in records if r["kind"] == "latency"]
+    lat = [r for r in records if r["kind"] == "latency" and r.get("mode", "burst") == "burst"]
     if len({r["batch"] for r in lat}) < 2:
         return []
     plt = _plt()
@@ -276,3 +300,40 @@ def throughput_curves(records: list[dict[str, Any]], out: Path) -> list[str]:
     ax_t.legend(fontsize=6)
     fig.suptitle("Throughput and latency against batch size (error bars: 95 % CI of p50)")
     return _save(fig, out, "throughput")
+
+
+def sustained_timeline(records: list[dict[str, Any]], out: Path) -> list[str]:
+    """Sustained runs: p50 per window, the hottest temperature and the lowest mean CPU frequency
+    per window, against time since the run began; a dashed line where the board first
+    throttled. Panels without a sensor say so."""
+    sus = [r for r in records if r["kind"] == "latency" and str(r.get("mode", "")).startswith(
+        "sustained") and r.get("windows")]
+    if not sus:
+        return []
+    plt = _plt()
+    fig, axes = plt.subplots(3, 1, figsize=(8, 6.5), sharex=True, constrained_layout=True)
+    panels = (("p50_s", 1e3, "p50 per window (ms)"), ("temp_c", 1, "temperature (C)"),
+              ("cur_hz", 1e-6, "CPU frequency (MHz)"))
+    for i, r in enumerate(sorted(sus, key=lambda r: (r["target"], r["model"]["name"],
+                                                      r["threads"]))):
+        lab = _short(f"{r['model']['name']} @{r['target']} t={r['threads']}"
+                     + (" (interrupted)" if r.get("interrupted") else ""), 48)
+        t = [w["t_s"] for w in r["windows"]]
+        for ax, (k, scale, _) in zip(axes, panels):
+            y = [w[k] * scale if w.get(k) is not None else np.nan for w in r["windows"]]
+            if not all(np.isnan(y)):
+                ax.plot(t, y, "-o", ms=3, color=f"C{i % 10}", label=lab)
+        thr = (r.get("sustained") or {}).get("first_throttle_s")
+        if thr is not None:
+            for ax in axes:
+                ax.axvline(thr, color=f"C{i % 10}", ls="--", lw=0.8)
+    for ax, (_, _, ylabel) in zip(axes, panels):
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no sensor on the target", transform=ax.transAxes, ha="center",
+                    va="center", color="0.5")
+    axes[0].legend(fontsize=6)
+    axes[-1].set_xlabel("time since the sustained run began (s); dashed: first throttle")
+    fig.suptitle("Sustained load: latency, temperature and frequency over time")
+    return _save(fig, out, "sustained")

@@ -35,12 +35,17 @@ def latency_table(records: Iterable[dict[str, Any]]) -> Table:
               title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     t.add_column("model", overflow="fold", min_width=12)
     t.add_column("target", overflow="fold")  # every row names the machine it was measured on
+    lat = [r for r in records if r.get("kind") == "latency"]
+    modes = any(r.get("mode", "burst") != "burst" for r in lat)
+    if modes:  # burst and sustained records side by side: say which is which
+        t.add_column("mode")
     for col in ("thr", "b", "p50", "p90", "p99", "n", "first", "cold", "RSS", "size"):
         t.add_column(col, justify="right", no_wrap=True)
-    for r in sorted((r for r in records if r.get("kind") == "latency"),
-                    key=lambda r: (r["model"]["name"], r["target"], r["threads"], r["batch"])):
+    for r in sorted(lat, key=lambda r: (r["model"]["name"], r["target"], r["threads"], r["batch"],
+                                        r.get("mode", "burst"))):
         s, m = r["stats"], r["model"]
-        t.add_row(m["name"], str(r["target"]), str(r["threads"]), str(r["batch"]), _ci(s, "p50"),
+        t.add_row(m["name"], str(r["target"]), *([r.get("mode", "burst")] if modes else []),
+                  str(r["threads"]), str(r["batch"]), _ci(s, "p50"),
                   fmt_seconds(s["p90_s"], compact=True), _ci(s, "p99"), str(s["n"]),
                   fmt_seconds(r.get("first_inference_s"), compact=True),
                   fmt_seconds(cold_median(r), compact=True),
@@ -49,11 +54,31 @@ def latency_table(records: Iterable[dict[str, Any]]) -> Table:
     return t
 
 
+def spread_table(entries: list[dict[str, Any]]) -> Table:
+    """Boards of one inventory group: p50 per board, the group's median and the spread."""
+    t = Table(title="boards of a group (p50 per board; spread = slowest - fastest, relative to "
+                    "the median)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("model", "group", "thr", "b", "boards", "median p50", "spread", "fastest",
+                "slowest", "per board"):
+        t.add_column(col, justify="right" if col in ("thr", "b", "boards", "median p50",
+                                                     "spread") else "left", overflow="fold")
+    for e in entries:
+        rel = "" if e["relative_spread"] is None else f" ({e['relative_spread']:.1%})"
+        t.add_row(e["model"], e["group"], str(e["threads"]), str(e["batch"]), str(e["boards"]),
+                  fmt_seconds(e["median_p50_s"], compact=True),
+                  fmt_seconds(e["spread_s"], compact=True) + rel
+                  + ("" if e["beyond_noise"] else " ~noise"),
+                  e["fastest"], e["slowest"],
+                  ", ".join(f"{b} {fmt_seconds(v, compact=True)}" for b, v in e["p50_s"].items()))
+    return t
+
+
 def op_table(rec: dict[str, Any], top: int = 10) -> Table | None:
     ops = rec.get("op_profile")
     if not ops:
         return None
-    t = Table(title=f"operator time: {rec['model']['name']} t={rec['threads']} b={rec['batch']}",
+    t = Table(title=f"operator time: {rec['model']['name']} on {rec['target']} t={rec['threads']} "
+                    f"b={rec['batch']}",
               title_justify="left")
     if not ops.get("available"):
         t.add_column("unavailable")
@@ -74,9 +99,14 @@ def print_records(records: list[dict[str, Any]], console: Console) -> None:
     lat = [r for r in records if r.get("kind") == "latency"]
     if lat:
         console.print(latency_table(lat))
+    from ..measure.spread import board_spread
+    spread = board_spread(lat)
+    if spread:  # every board of an inventory group: the group's median and board-to-board spread
+        console.print(spread_table(spread))
     for r in lat:
         for w in r.get("warnings", []):
-            console.print(f"  [yellow]warning[/] {r['model']['name']} t={r['threads']} "
+            console.print(f"  [yellow]warning[/] {r['model']['name']} on {r['target']} "
+                          f"t={r['threads']} "
                           f"b={r['batch']}: {w['message']}", highlight=False)
     for r in lat:
         sus, e = r.get("sustained"), r.get("energy") or {}
@@ -100,6 +130,10 @@ def print_records(records: list[dict[str, Any]], console: Console) -> None:
                               highlight=False)
             elif e:
                 console.print(f"  energy unavailable: {e.get('reason')}", highlight=False)
+            o = r.get("sampling_overhead") or {}
+            if o.get("ratio"):
+                console.print(f"  sampling cost: p50 sampled / unsampled rounds x{o['ratio']:.4f} "
+                              f"({o['n_pairs']} pairs; {o['what']})", highlight=False)
     for r in lat:
         t = op_table(r)
         if t is not None:
@@ -193,10 +227,11 @@ def print_variant(v: Any, reused: bool, console: Console, lineage: list[Any] = (
 def print_decision(dec: dict[str, Any], counts: dict[str, int], console: Console,
                    report: Any = None) -> None:
     """The sweep's ending: the variants, the frontier and the recommendation with its reasons."""
-    from .write import _drop, _score, batch_text, metric_name
+    from .write import _corr, _drop, _score, batch_text, corr_name, metric_name
     t = Table(title=f"variants (latency {batch_text(dec)}; drops vs baseline)",
               title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("variant", "target", "p50", metric_name(dec["rows"]), "drop", "corr. acc.", "RSS",
+    for col in ("variant", "target", "p50", metric_name(dec["rows"]), "drop",
+                corr_name(dec["rows"]).replace("corruption acc.", "corr. acc."), "RSS",
                 "size", "front"):
         t.add_column(col, justify="left" if col in ("variant", "target") else "right")
 
@@ -206,7 +241,7 @@ def print_decision(dec: dict[str, Any], counts: dict[str, int], console: Console
         t.add_row(r["label"] + (" (baseline)" if r.get("is_baseline") else ""), r["target"],
                   fmt_seconds(r.get("p50_s"), compact=True),
                   pct(r.get("accuracy")) if r.get("metric") in (None, "top1") else _score(r),
-                  _drop(r), pct(r.get("mean_corruption_accuracy")),
+                  _drop(r), _corr(r),
                   fmt_bytes(r.get("peak_rss_bytes"), compact=True),
                   fmt_bytes(r.get("model_bytes"), compact=True), "*" if r.get("on_frontier") else "")
     console.print(t)

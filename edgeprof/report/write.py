@@ -21,9 +21,11 @@ CSV_COLUMNS = ("variant_id", "label", "target", "format", "runtime", "threads", 
                "metric", "score", "score_drop",
                "p50_s", "p50_ci_low_s", "p50_ci_high_s", "p99_s", "n_latency", "peak_rss_bytes",
                "model_bytes", "zlib_bytes", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
-               "n_accuracy", "accuracy_drop", "mean_corruption_accuracy", "corruption_drop",
+               "n_accuracy", "accuracy_drop", "mean_corruption_accuracy", "mean_corruption_score",
+               "corruption_drop",
                "mce", "relative_mce", "attack_accuracy", "attack", "n_attack", "top1_agreement",
-               "sqnr_db", "n_fidelity", "field_clip", "on_frontier",
+               "sqnr_db", "n_fidelity", "field_clip", "steady_p50_s", "steady_over_burst",
+               "energy_per_inference_j", "power_w", "on_frontier",
                "is_baseline", "errors")
 
 
@@ -49,7 +51,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     w.writerow(CSV_COLUMNS)
     for r in sorted(rows, key=lambda r: (r["target"], r["label"])):
         flat = dict(r)
-        flat["p50_ci_low_s"], flat["p50_ci_high_s"] = (r.get("p50_ci") or [None, None])
+        flat["p50_ci_low_s"], flat["p50_ci_high_s"] = (r.get("p50_ci_s") or [None, None])
         flat["accuracy_ci_low"], flat["accuracy_ci_high"] = (r.get("accuracy_ci") or [None, None])
         flat["errors"] = " | ".join(r.get("errors") or [])
         w.writerow(["" if flat.get(c) is None else flat.get(c) for c in CSV_COLUMNS])
@@ -69,6 +71,26 @@ def _score(r: dict[str, Any]) -> str:
         return "-"
     ci = r.get("score_ci")
     return f"{r['score']:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
+
+
+def corr_name(rows: list[dict[str, Any]]) -> str:
+    """The corruption column's title: accuracy, or the task metric the robustness ran with."""
+    m = next((r["robustness_metric"] for r in rows if r.get("robustness_metric")), None)
+    return f"corruption {m}" if m else "corruption acc."
+
+
+def _corr(r: dict[str, Any]) -> str:
+    """The corruption cell: mean corruption accuracy, or the task metric's mean corruption
+    score."""
+    if r.get("mean_corruption_accuracy") is not None or r.get("mean_corruption_score") is None:
+        return _pct(r.get("mean_corruption_accuracy"))
+    return f"{r['mean_corruption_score']:.4g}"
+
+
+def _corr_drop(r: dict[str, Any]) -> str:
+    if r.get("corruption_drop") is None or r.get("mean_corruption_accuracy") is not None:
+        return _pct(r.get("corruption_drop"))
+    return f"{r['corruption_drop']:+.4g}"
 
 
 def _drop(r: dict[str, Any]) -> str:
@@ -132,16 +154,16 @@ def _recommendation_md(dec: dict[str, Any]) -> list[str]:
 
 
 def _rows_md(rows: list[dict[str, Any]]) -> list[str]:
-    out = [f"| variant | target | p50 [95 % CI] | n | {metric_name(rows)} [95 % CI] | n | drop | corruption acc. | "
+    out = [f"| variant | target | p50 [95 % CI] | n | {metric_name(rows)} [95 % CI] | n | drop | {corr_name(rows)} | "
            "drop | attacked acc. | agreement / SQNR | peak RSS | size | frontier |",
            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|"]
     for r in sorted(rows, key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
         out.append(
             f"| {r['label']}{' (baseline)' if r.get('is_baseline') else ''} | {r['target']} | "
-            f"{fmt_seconds(r.get('p50_s'))}{_ci_s(r.get('p50_ci'))} | {r.get('n_latency', '-')} | "
+            f"{fmt_seconds(r.get('p50_s'))}{_ci_s(r.get('p50_ci_s'))} | {r.get('n_latency', '-')} | "
             f"{_score(r)} | {r.get('n_accuracy', '-')} | "
-            f"{_drop(r)} | {_pct(r.get('mean_corruption_accuracy'))} | "
-            f"{_pct(r.get('corruption_drop'))} | "
+            f"{_drop(r)} | {_corr(r)} | "
+            f"{_corr_drop(r)} | "
             f"{'-' if r.get('attack_accuracy') is None else _pct(r['attack_accuracy']) + ' (' + r['attack'] + ')'} | "
             f"{_fidelity(r)} | {fmt_bytes(r.get('peak_rss_bytes'))} | "
             f"{fmt_bytes(r.get('model_bytes'))} | {'yes' if r.get('on_frontier') else ''} |")
@@ -195,11 +217,41 @@ def summary_md(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
             lines.append(f"- **{r['label']}**: field_clip {r['field_clip']:.1%}")
             lines += [f"  - `{f['code']}`: {f['message']}. Try: {f['try_next']}."
                       for f in r.get("drift_findings") or []]
+    lines += sustained_md(dec)
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w[0]}: {w[1]}" for w in warnings]
     if errors:
         lines += ["", "## Errors", ""] + [f"- {e}" for e in errors]
     return "\n".join(lines) + "\n"
+
+
+def sustained_md(dec: dict[str, Any]) -> list[str]:
+    """Burst against steady state and energy per inference of every row with a sustained run."""
+    rows = [r for r in dec.get("rows", []) if r.get("steady_p50_s") is not None]
+    if not rows:
+        return []
+    out = ["", "## Sustained load", "",
+           "Burst p50 (first window) against steady-state p50 (last third of the windows); "
+           "energy per inference with its 95 % CI where a sensor exists."
+           + (" The recommendation ranks by steady state." if dec.get("rank") == "steady_p50_s"
+              else ""), ""]
+    for r in sorted(rows, key=lambda r: (r["target"], r["steady_p50_s"])):
+        thr = r.get("first_throttle_s")
+        line = (f"- **{r['label']}** @{r['target']}: burst "
+                f"{fmt_seconds(r.get('burst_p50_sustained_s'))} -> steady "
+                f"{fmt_seconds(r['steady_p50_s'])}"
+                + (f" (x{r['steady_over_burst']:.2f})" if r.get("steady_over_burst") else "")
+                + (f", first throttle at {thr:.0f} s" if thr is not None else ", no throttle flag"))
+        if r.get("energy_per_inference_j") is not None:
+            ci = r.get("energy_per_inference_ci") or [None, None]
+            line += (f"; {r['energy_per_inference_j'] * 1e3:.3g} mJ per inference"
+                     + (f" [{ci[0] * 1e3:.3g}, {ci[1] * 1e3:.3g}]" if ci[0] is not None else "")
+                     + f" at {r.get('power_w') or 0:.2f} W ({r.get('energy_source')})")
+        else:
+            why = (r.get("unavailable") or {}).get("energy_per_inference_j", "not measured")
+            line += f"; energy unavailable: {why}"
+        out.append(line)
+    return out
 
 
 def drift_rows(dec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -263,15 +315,14 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
              f"Frontier: not dominated beyond the confidence intervals.</p><table><tr>")
     cols = ("variant", "target", "p50 [95 % CI]", "n", f"{metric_name(dec['rows'])} [95 % CI]", "n",
             "drop",
-            "corruption acc.", "corr. drop", "mCE", "attacked acc.", "agreement / SQNR",
+            corr_name(dec["rows"]), "corr. drop", "mCE", "attacked acc.", "agreement / SQNR",
             "peak RSS", "size", "frontier")
     h += [f"<th>{_e(c)}</th>" for c in cols] + ["</tr>"]
     for r in sorted(dec["rows"], key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
         cells = [r["label"] + (" (baseline)" if r.get("is_baseline") else ""), r["target"],
-                 fmt_seconds(r.get("p50_s")) + _ci_s(r.get("p50_ci")), r.get("n_latency", "-"),
+                 fmt_seconds(r.get("p50_s")) + _ci_s(r.get("p50_ci_s")), r.get("n_latency", "-"),
                  _score(r), r.get("n_accuracy", "-"),
-                 _drop(r), _pct(r.get("mean_corruption_accuracy")),
-                 _pct(r.get("corruption_drop")),
+                 _drop(r), _corr(r), _corr_drop(r),
                  "-" if r.get("mce") is None else f"{r['mce']:.3f}",
                  "-" if r.get("attack_accuracy") is None else
                  f"{r['attack_accuracy']:.1%} ({r['attack']}, n={r.get('n_attack')})",
@@ -319,6 +370,26 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
                      "-" if err is None else f"{err:.2%} of range",
                      f.get("message", "within the root's own difference") if f.get("diverges")
                      else "within the root's own difference")
+            h.append("<tr>" + "".join(f"<td class=l>{_e(c)}</td>" for c in cells) + "</tr>")
+        h.append("</table>")
+    sustained = sustained_md(dec)
+    if sustained:  # the same lines as summary.md: title, what they mean, one item per row
+        h.append(f"<h2>{_e(sustained[1].lstrip('# '))}</h2><p class=muted>{_e(sustained[3])}</p><ul>")
+        h += [f"<li>{_e(line[2:].replace('**', ''))}</li>" for line in sustained[5:]]
+        h.append("</ul>")
+    from ..measure.spread import board_spread
+    spread = board_spread(records)
+    if spread:
+        h.append("<h2>Boards of a group</h2><p class=muted>p50 per board; spread = slowest - "
+                 "fastest, relative to the group's median p50; \"~noise\" when the boards' 95 % "
+                 "CIs overlap.</p><table><tr>" + "".join(
+                     f"<th>{c}</th>" for c in ("model", "group", "boards", "median p50",
+                                               "spread", "per board")) + "</tr>")
+        for e in spread:
+            rel = "" if e["relative_spread"] is None else f" ({e['relative_spread']:.1%})"
+            cells = (e["model"], e["group"], e["boards"], fmt_seconds(e["median_p50_s"]),
+                     fmt_seconds(e["spread_s"]) + rel + ("" if e["beyond_noise"] else " ~noise"),
+                     ", ".join(f"{b} {fmt_seconds(v)}" for b, v in e["p50_s"].items()))
             h.append("<tr>" + "".join(f"<td class=l>{_e(c)}</td>" for c in cells) + "</tr>")
         h.append("</table>")
     drift = drift_rows(dec)
@@ -377,6 +448,7 @@ def write_report(out: Path, dec: dict[str, Any], results_path: Path, title: str)
     images += charts.size_memory_bars(dec["rows"], out)
     images += charts.op_profile_bars(records, out)
     images += charts.board_state(records, out)
+    images += charts.sustained_timeline(records, out)
     write_csv(out / "results.csv", dec["rows"])
     write_text(out / "decision.json", json.dumps(dec, indent=1, sort_keys=True, default=str))
     write_text(out / "summary.md", summary_md(title, dec, records, images))

@@ -101,14 +101,24 @@ def _snow_from_grid(x: np.ndarray, c: tuple, grid: np.ndarray, angles: np.ndarra
     y = top + (bot - top) * fa[None, :, None]
     left, right = y[:, :, b0], y[:, :, b1]
     layer = left + (right - left) * fb[None, None, :]
-    layer[layer < thresh] = 0
+    np.copyto(layer, F32(0), where=layer < thresh)
     np.clip(layer, 0, 1, out=layer)
     kernels = _ops.motion_kernels(radius * s_l, sigma * s_l, angles, layer.shape[1:3])
     layer = _ops.correlate2d(layer[..., None], kernels, "nearest")
-    layer = np.round(layer * 255) / 255  # the reference passes the layer through an 8-bit image
+    layer *= F32(255)
+    np.round(layer, out=layer)
+    layer /= F32(255)  # the reference passes the layer through an 8-bit image
     layer = _ops.resize_layers(layer, x.shape[1], x.shape[2])
-    x = blend * x + (1 - blend) * np.maximum(x, _gray(x) * 1.5 + 0.5)
-    return x + layer + layer[:, ::-1, ::-1]
+    ch = x.shape[3]
+    lift = _gray(x) * F32(1.5)
+    lift += F32(0.5)
+    lift = np.maximum(x, _channels(lift, ch))
+    lift *= F32(1 - blend)
+    out = x * F32(blend)
+    out += lift
+    layer = layer + layer[:, ::-1, ::-1]
+    out += _channels(layer, ch)
+    return out
 
 
 # -- frost ------------------------------------------------------------------------------------------
@@ -122,8 +132,9 @@ def frost(x: np.ndarray, c: tuple, rng: np.random.Generator, s: float) -> np.nda
     idx = rng.integers(k, size=n)
     top = rng.integers(0, size - hv + 1, size=n)
     left = rng.integers(0, size - wv + 1, size=n)
-    crop = tex[idx[:, None, None], top[:, None, None] + np.arange(hv)[None, :, None],
-               left[:, None, None] + np.arange(wv)[None, None, :]]
+    crop = np.empty((n, hv, wv, 3), dtype=F32)
+    for i in range(n):  # slices copy whole rows: 10x a fancy-indexed gather
+        crop[i] = tex[idx[i], top[i]:top[i] + hv, left[i]:left[i] + wv]
     crop = _ops.resize_layers(crop, h, w)
     if ch == 1:
         crop = _ops.rgb_to_gray(crop)
@@ -146,10 +157,20 @@ def _next_pow2(v: int) -> int:
 
 
 def fog_apply(x: np.ndarray, c: tuple, fractal: np.ndarray) -> np.ndarray:
-    h, w = x.shape[1:3]
-    max_val = x.max(axis=(1, 2, 3), keepdims=True)
-    x = x + c[0] * fractal[:, :h, :w, None]
-    return x * max_val / (max_val + c[0])
+    """``(x + c * fractal) * max / (max + c)``, the image's maximum per image, folded into one scale."""
+    n, h, w = x.shape[:3]
+    max_val = x.reshape(n, -1).max(axis=1).astype(np.float64)
+    scale = (max_val / (max_val + c[0])).astype(F32)
+    fog_layer = fractal[:, :h, :w] * (F32(c[0]) * scale)[:, None, None]
+    out = x * scale[:, None, None, None]
+    out += _channels(fog_layer, x.shape[3])
+    return out
+
+
+def _channels(layer: np.ndarray, ch: int) -> np.ndarray:
+    """(N, H, W) or (N, H, W, 1) -> (N, H, W, ch) by repetition: numpy is slow at broadcasting over a
+    trailing axis of 3, fast at adding two contiguous arrays."""
+    return np.repeat(layer, ch).reshape(layer.shape[:3] + (ch,))
 
 
 # -- spatter ----------------------------------------------------------------------------------------
@@ -165,7 +186,9 @@ SPATTER_FLOOR = (0.25, 1.0)  # layer at >= 56 px on the short side, liquid smoot
 def spatter(x: np.ndarray, c: tuple, rng: np.random.Generator, s: float) -> np.ndarray:
     n, h, w, _ = x.shape
     s_l, hl, wl = layer_scale(h, w, s, max(SPATTER_FLOOR[0], SPATTER_FLOOR[1] / c[2]))
-    noise = rng.standard_normal(size=(n, hl, wl), dtype=F32)
+    from edgeprof.robust.corruptions import _normal  # Box-Muller: 2.5x numpy's float32 ziggurat
+
+    noise = _normal(rng, (n, hl, wl))
     # smoothing white noise with a narrower kernel leaves more spread: rescale it to the 224 px spread
     spread = np.sqrt(np.sum(_ops.gaussian_weights(c[2]) ** 2) / np.sum(_ops.gaussian_weights(c[2] * s_l) ** 2))
     noise *= F32(c[1] * spread ** 2)  # per axis: the 2-D spread is the product of two 1-D ones
@@ -184,7 +207,12 @@ def spatter_apply(x: np.ndarray, c: tuple, noise: np.ndarray, s_l: float = 1.0) 
         m = _ops.resize_layers(m, h, w)[..., None]
         if ch == 1:
             return x + (np.clip(m * WATER, 0, 1) @ _GRAY_REF)[..., None]
-        return x + m * WATER
+        # x + m * WATER, with the colour tiled along whole rows (a trailing broadcast of 3 is slow)
+        n = x.shape[0]
+        out = np.repeat(m, 3).reshape(n, h, w * 3)
+        out *= np.tile(WATER, w)
+        out += x.reshape(n, h, w * 3)
+        return out.reshape(x.shape)
     m = _ops.gaussian_filter((liquid > thresh).astype(F32), strength * s_l, mode="nearest")
     m = np.where(m < 0.8, F32(0), m)
     m = _ops.resize_layers(m, h, w)[..., None]
@@ -202,13 +230,37 @@ def _water_mask(liquid: np.ndarray, limit: int = 20) -> np.ndarray:
     edges = canny(lu8, 50, 150)
     dist = truncated_distance(edges, limit)
     dist = np.floor(ndimage.uniform_filter(dist, size=(1, 3, 3), mode="mirror"))
-    dist = equalize_hist(dist.astype(np.uint8)).astype(F32)
-    emboss = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=F32)
-    dist = np.clip(ndimage.correlate(dist, emboss[None], mode="mirror"), 0, 255)
-    dist = np.rint(ndimage.uniform_filter(dist, size=(1, 3, 3), mode="mirror"))
+    dist = _emboss_blur(equalize_hist(dist.astype(np.uint8)))
     m = lu8.astype(F32) * dist
     peak = m.max(axis=(1, 2), keepdims=True)
     return np.where(peak > 0, m / np.where(peak > 0, peak, 1), F32(0))
+
+
+_EMBOSS = (((-1, -1), -2), ((-1, 0), -1), ((0, -1), -1), ((0, 0), 1), ((0, 1), 1), ((1, 0), 1), ((1, 1), 2))
+_THIRDS = np.rint(np.arange(9 * 255 + 1) / 9).astype(F32)  # rint(S / 9) for every 3x3 sum of levels
+
+
+def _emboss_blur(img: np.ndarray) -> np.ndarray:
+    """The reference's emboss (3x3, clipped to 0-255) then 3x3 mean (rounded) on uint8 (N, H, W) images,
+    both with mirrored edges (BORDER_REFLECT_101), in int16: every intermediate is an integer."""
+    n, h, w = img.shape
+    p = np.pad(img.astype(np.int16), ((0, 0), (1, 1), (1, 1)), mode="reflect")
+    e = np.zeros((n, h, w), dtype=np.int16)
+    for (dr, dc), k in _EMBOSS:
+        tap = p[:, 1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
+        if k == 1:
+            e += tap
+        elif k == -1:
+            e -= tap
+        else:
+            e += tap * np.int16(k)
+    np.clip(e, 0, 255, out=e)
+    q = np.pad(e, ((0, 0), (1, 1), (1, 1)), mode="reflect")
+    rows = q[:, :, :-2] + q[:, :, 1:-1]
+    rows += q[:, :, 2:]
+    total = rows[:, :-2] + rows[:, 1:-1]
+    total += rows[:, 2:]
+    return np.take(_THIRDS, total)
 
 
 def truncated_distance(mask: np.ndarray, limit: int) -> np.ndarray:
@@ -216,69 +268,83 @@ def truncated_distance(mask: np.ndarray, limit: int) -> np.ndarray:
 
     Exact (OpenCV's DIST_L2 with a 5x5 mask approximates it): the squared distance along each row
     comes from running maxima/minima of edge positions, then the column pass takes the minimum of
-    ``dy^2 + row^2`` over the ``2 * limit + 1`` rows that can be within the limit.
+    ``dy^2 + row^2`` over the ``2 * limit + 1`` rows that can be within the limit. Squared distances
+    are integers up to ``2 (limit + 1)^2``: uint16 while that fits, so each pass moves half the bytes.
     """
     n, h, w = mask.shape
-    big = np.float32((limit + 1) ** 2)
-    cols = np.arange(w, dtype=np.float32)
-    left = np.where(mask, cols, -np.inf).astype(np.float32)
+    big = (limit + 1) ** 2
+    dt = np.uint16 if 2 * big < 2 ** 16 else np.int64
+    cols = np.arange(w, dtype=np.int32)
+    left = np.where(mask, cols, -(limit + 1)).astype(np.int32)  # no edge: beyond the limit
     np.maximum.accumulate(left, axis=2, out=left)
-    right = np.where(mask, cols, np.inf).astype(np.float32)
+    right = np.where(mask, cols, w + limit + 1).astype(np.int32)
     right = np.minimum.accumulate(right[:, :, ::-1], axis=2)[:, :, ::-1]
-    row = np.minimum(np.minimum((cols - left) ** 2, (right - cols) ** 2), big)
-    padded = np.full((n, h + 2 * limit, w), big, dtype=np.float32)
+    near = np.minimum(cols - left, right - cols)
+    np.minimum(near, limit + 1, out=near)
+    row = (near * near).astype(dt)
+    padded = np.full((n, h + 2 * limit, w), big, dtype=dt)
     padded[:, limit:limit + h] = row
-    best = row.copy()
+    best = row
+    pair = np.empty_like(best)
     for dy in range(1, limit + 1):
-        d2 = np.float32(dy * dy)
-        np.minimum(best, padded[:, limit - dy:limit - dy + h] + d2, out=best)
-        np.minimum(best, padded[:, limit + dy:limit + dy + h] + d2, out=best)
-    return np.minimum(np.sqrt(best), np.float32(limit))
+        np.minimum(padded[:, limit - dy:limit - dy + h], padded[:, limit + dy:limit + dy + h], out=pair)
+        pair += dt(dy * dy)
+        np.minimum(best, pair, out=best)
+    return np.minimum(np.sqrt(best.astype(np.float32)), np.float32(limit))
 
 
 def canny(img: np.ndarray, low: float, high: float) -> np.ndarray:
     """cv2.Canny(img, low, high) for a batch (N, H, W) of uint8 images: 3x3 Sobel, L1 magnitude."""
     from scipy import ndimage
 
-    f = img.astype(F32)
-    # ndimage.sobel would also smooth across the batch axis: build it from 1-D passes instead
-    diff, smooth = np.array([-1, 0, 1], dtype=F32), np.array([1, 2, 1], dtype=F32)
-    gx = ndimage.correlate1d(ndimage.correlate1d(f, diff, axis=2, mode="nearest"), smooth, axis=1, mode="nearest")
-    gy = ndimage.correlate1d(ndimage.correlate1d(f, diff, axis=1, mode="nearest"), smooth, axis=2, mode="nearest")
-    mag = np.abs(gx) + np.abs(gy)
-    p = np.pad(mag, ((0, 0), (1, 1), (1, 1)))
-    c = p[:, 1:-1, 1:-1]
-
-    def nb(dr: int, dc: int) -> np.ndarray:
-        return p[:, 1 + dr:p.shape[1] - 1 + dr, 1 + dc:p.shape[2] - 1 + dc]
-
-    ax, ay = np.abs(gx), np.abs(gy)
-    tg22 = ax * np.float32(0.41421356)
-    horiz = ay < tg22
-    vert = ay > tg22 + 2 * ax
-    same_sign = (gx * gy) >= 0
-    keep_h = (c > nb(0, -1)) & (c >= nb(0, 1))
-    keep_v = (c > nb(-1, 0)) & (c >= nb(1, 0))
-    keep_d1 = (c > nb(-1, -1)) & (c >= nb(1, 1))
-    keep_d2 = (c > nb(-1, 1)) & (c >= nb(1, -1))
-    keep = np.where(horiz, keep_h, np.where(vert, keep_v, np.where(same_sign, keep_d1, keep_d2)))
-    cand = keep & (mag > low)
-    strong = cand & (mag > high)
+    n, h, w = img.shape
+    # 3x3 Sobel with repeated edges, in int16 (|g| <= 1020), image by image (never across the batch)
+    q = np.pad(img.astype(np.int16), ((0, 0), (1, 1), (1, 1)), mode="edge")
+    dx = q[:, :, 2:] - q[:, :, :-2]
+    gxi = dx[:, :-2] + dx[:, 2:]
+    gxi += dx[:, 1:-1] * np.int16(2)
+    dy = q[:, 2:] - q[:, :-2]
+    gyi = dy[:, :, :-2] + dy[:, :, 2:]
+    gyi += dy[:, :, 1:-1] * np.int16(2)
+    ax, ay = np.abs(gxi), np.abs(gyi)
+    mag = ax + ay
+    # Non-maximum suppression only where the magnitude passes the low threshold (a minority of
+    # pixels), on flat indices into the zero-padded batch: a neighbour is a fixed offset away.
+    pad = ((0, 0), (1, 1), (1, 1))
+    mp = np.pad(mag, pad).ravel()
+    w2 = w + 2
+    sel = np.flatnonzero(mp > low)
+    sx = np.pad(ax, pad).ravel()[sel].astype(np.int32)
+    sy = np.pad(ay, pad).ravel()[sel].astype(np.int32)
+    # OpenCV's integer direction test: tan(22.5 deg) as 13573 / 2^15
+    tg22 = sx * np.int32(13573)
+    y = sy << 15
+    horiz = y < tg22
+    vert = y > tg22 + (sx << 16)
+    same_sign = (np.pad(gxi, pad).ravel()[sel] ^ np.pad(gyi, pad).ravel()[sel]) >= 0
+    off = np.where(horiz, 1, np.where(vert, w2, np.where(same_sign, w2 + 1, w2 - 1)))
+    c = mp[sel]
+    keep = (c > mp[sel - off]) & (c >= mp[sel + off])
+    cand = np.zeros(mp.shape, dtype=bool)
+    cand[sel[keep]] = True
+    strong = np.zeros(mp.shape, dtype=bool)
+    strong[sel[keep & (c > high)]] = True
+    cand = cand.reshape(n, h + 2, w2)
+    strong = strong.reshape(n, h + 2, w2)
     structure = np.zeros((3, 3, 3), dtype=bool)
     structure[1] = True  # 8-connected within an image, never across images
     labels, count = ndimage.label(cand, structure=structure)
     good = np.zeros(count + 1, dtype=bool)
-    good[np.unique(labels[strong])] = True
+    good[labels[strong]] = True
     good[0] = False
-    return good[labels]
+    return good[labels[:, 1:-1, 1:-1]]
 
 
 def equalize_hist(img: np.ndarray) -> np.ndarray:
     """cv2.equalizeHist for a batch (N, H, W) of uint8 images."""
     n = img.shape[0]
     total = img[0].size
-    flat = img.reshape(n, -1).astype(np.int64)
-    hist = np.bincount((flat + 256 * np.arange(n)[:, None]).ravel(), minlength=256 * n).reshape(n, 256)
+    hist = np.stack([np.bincount(im.ravel(), minlength=256) for im in img])
     first = np.argmax(hist > 0, axis=1)
     h_first = hist[np.arange(n), first]
     cdf = np.cumsum(hist, axis=1)
@@ -288,5 +354,5 @@ def equalize_hist(img: np.ndarray) -> np.ndarray:
     lut[np.arange(256)[None, :] <= first[:, None]] = 0
     flat_img = h_first == total  # a single grey level: OpenCV fills with that level
     lut[flat_img] = first[flat_img, None]
-    out = np.take_along_axis(lut, flat, axis=1)
-    return out.reshape(img.shape).astype(np.uint8)
+    lut = lut.astype(np.uint8)
+    return np.stack([np.take(lut[i], im) for i, im in enumerate(img)])

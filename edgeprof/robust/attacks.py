@@ -9,7 +9,9 @@
   model's outputs, so it runs through any runtime (int8 ONNX, full-int8 TFLite) via ``predict``.
   Only images classified correctly are attacked; queries are counted for those, the first
   (initialisation) query included, as in the paper. With a finite budget its robust accuracy is
-  an upper bound on the true one.
+  an upper bound on the true one. Randomness is drawn per row (a counter-based hash of the seed,
+  the row's index, the iteration and the draw), so an image's attack does not depend on which
+  other images share its batch: rows split across boards give the single-board result.
 * ``fgsm`` and ``pgd``: transfer attacks crafted on a PyTorch source model (Goodfellow et al.
   2015; Madry et al. 2018: random start in the eps-ball, step eps/4, cross-entropy loss). The
   variant's InputSpec is reproduced in torch (``torch_transform``) so that gradients are taken
@@ -43,6 +45,31 @@ def p_selection(p_init: float, it: int, n_iters: int) -> float:
     return p_init
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (Steele, Lea & Flood 2014) on uint64 arrays."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def row_uniform(seed: int, rows: np.ndarray, it: int, stream: int,
+                tail: tuple[int, ...] = ()) -> np.ndarray:
+    """Uniforms in [0, 1), shape ``(len(rows),) + tail``, each a function of (seed, row,
+    iteration, stream, element) only: the same for a row whatever rows are drawn beside it."""
+    with np.errstate(over="ignore"):
+        h = _mix(np.full(len(rows), seed % 2**64, dtype=np.uint64) + _GOLDEN)
+        for v in (np.asarray(rows, dtype=np.int64).astype(np.uint64),
+                  np.uint64(it % 2**64), np.uint64(stream % 2**64)):
+            h = _mix((h ^ v) + _GOLDEN)
+        k = int(np.prod(tail)) if tail else 1
+        z = _mix(h[:, None] + (np.arange(1, k + 1, dtype=np.uint64) * _GOLDEN)[None, :])
+    u = (z >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+    return u.reshape((len(rows),) + tuple(tail))
+
+
 def margin_loss(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """z_y - max_{j != y} z_j per row: positive while the image is classified correctly."""
     z = np.asarray(logits, dtype=np.float64)
@@ -59,6 +86,12 @@ class SquareResult:
     queries: np.ndarray          # per image; 0 for images misclassified when clean
     clean_correct: np.ndarray    # bool per image
     robust: np.ndarray           # bool: still classified correctly after the attack
+
+    @classmethod
+    def concat(cls, parts: list["SquareResult"]) -> "SquareResult":
+        """The result of consecutive row shards, in row order."""
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("x_adv", "queries", "clean_correct", "robust")))
 
     def summary(self, eps: float, x: np.ndarray) -> dict[str, Any]:
         n = len(self.robust)
@@ -77,14 +110,16 @@ class SquareResult:
 def square_attack_linf(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
                        labels: np.ndarray, eps: float, n_queries: int,
                        p_init: float = SQUARE_P_INIT, seed: int = 0,
-                       progress: Callable[[int, int], None] | None = None) -> SquareResult:
+                       progress: Callable[[int, int], None] | None = None,
+                       rows: np.ndarray | None = None) -> SquareResult:
     """Untargeted L-inf Square Attack with at most ``n_queries`` queries per image.
 
     ``predict`` maps a float32 NHWC batch in [0, 1] to outputs (N, classes); each call with the
-    images still being attacked is one query for each of them.
+    images still being attacked is one query for each of them. ``rows``: each image's index in
+    the whole evaluation (default 0..N-1), which seeds its random draws.
     """
-    rng = np.random.default_rng(seed)
     x = np.asarray(x, dtype=F32)
+    ids = np.arange(len(x)) if rows is None else np.asarray(rows, dtype=np.int64)
     n, h, w, c = x.shape
     correct = np.asarray(predict(x)).argmax(axis=1) == labels
     queries = np.zeros(n, dtype=np.int64)
@@ -95,7 +130,8 @@ def square_attack_linf(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarra
         return SquareResult(x_best, queries, correct, robust)
     e = F32(eps)
     xa, ya = x[idx], labels[idx]
-    stripes = np.where(rng.random((len(idx), 1, w, c)) < 0.5, -e, e).astype(F32)
+    ida = ids[idx]
+    stripes = np.where(row_uniform(seed, ida, 0, 0, (1, w, c)) < 0.5, -e, e).astype(F32)
     xb = np.clip(xa + stripes, 0, 1)
     m_best = margin_loss(predict(xb), ya)
     q = np.ones(len(idx), dtype=np.int64)
@@ -111,18 +147,22 @@ def square_attack_linf(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarra
         s = int(round(math.sqrt(p_selection(p_init, it, n_queries) * h * w)))
         s = min(max(s, 1), side_max)
         m = len(todo)
-        rows = rng.integers(0, h - s, m)[:, None] + np.arange(s) if h > s else np.zeros((m, s), int)
-        cols = rng.integers(0, w - s, m)[:, None] + np.arange(s) if w > s else np.zeros((m, s), int)
+        idt = ida[todo]
+        rows = (np.floor(row_uniform(seed, idt, it + 1, 1) * (h - s)).astype(np.int64)[:, None]
+                + np.arange(s)) if h > s else np.zeros((m, s), int)
+        cols = (np.floor(row_uniform(seed, idt, it + 1, 2) * (w - s)).astype(np.int64)[:, None]
+                + np.arange(s)) if w > s else np.zeros((m, s), int)
         ii, rr, cc = np.arange(m)[:, None, None], rows[:, :, None], cols[:, None, :]
         win_x, win_best = xc[ii, rr, cc], xbc[ii, rr, cc]
         # draw signs for the square until they change the current best image (the reference's
         # `while` loop); a bounded number of redraws guards against eps below float resolution
         pending = np.ones(m, dtype=bool)
-        for _ in range(64):
+        for attempt in range(64):
             k = np.flatnonzero(pending)
             if k.size == 0:
                 break
-            signs = np.where(rng.random((k.size, 1, 1, c)) < 0.5, -e, e).astype(F32)
+            signs = np.where(row_uniform(seed, idt[k], it + 1, 3 + attempt, (1, 1, c)) < 0.5,
+                             -e, e).astype(F32)
             deltas[ii[k], rr[k], cc[k]] = signs
             new = np.clip(win_x[k] + deltas[ii[k], rr[k], cc[k]], 0, 1)
             same = np.all(np.abs(new - win_best[k]) < 1e-7, axis=(1, 2, 3))

@@ -7,8 +7,18 @@ other image sizes and grayscale. ``corrupt(images, name, severity, seed=...)`` i
 
 Images are float32 in [0, 1], (N, H, W, 1) or (N, H, W, 3), any size from 8x8; ``to_float`` and
 ``to_uint8`` convert from and to 8-bit at the edge. Output: same shape, float32, clipped to [0, 1].
-A seed makes the random corruptions reproducible; draws are made for the whole batch at once, so an
-image's result depends on its position in the batch.
+A seed makes the random corruptions reproducible. The batch is cut into blocks of a fixed number of
+images (``block_size``: about a million values, 6 images at 224x224 RGB, so that a block's passes stay
+in cache) that run on a pool of threads (``EDGEPROF_THREADS``, default: the CPUs this process may
+use). Block 0 draws from the seed's SeedSequence, block ``k > 0`` from its child ``k``: the result
+depends on the seed and on an image's position in the batch, never on the number of threads.
+
+``corrupt_uint8`` takes and returns uint8 images, converting per block. It equals
+``to_uint8(corrupt(to_float(x)))`` bit for bit except for five corruptions with an 8-bit path of
+their own: JPEG and pixelate run PIL on the 8-bit image exactly as the reference does (bit for bit;
+the float path differs by a level here and there), gaussian and speckle noise add the same draws in
+0-255 units (a rare tie apart), and shot noise draws its 8-bit result from the exact distribution
+per input level (alias tables; same law, other draws than the float path's Poisson sampler).
 
 Sizes other than 224 px. Every spatial constant of the reference is in pixels of a 224x224 image. At
 another size it is multiplied by ``s = min(H, W) / 224`` (``spatial_scale`` overrides ``s``, e.g. 1.0
@@ -55,6 +65,10 @@ Deviations from the reference, and why:
 """
 from __future__ import annotations
 
+import functools
+import math
+import os
+import threading
 from typing import Callable
 
 import numpy as np
@@ -145,11 +159,18 @@ def _normal(rng: np.random.Generator, shape: tuple) -> np.ndarray:
     """Standard normal float32 by Box-Muller: exact, and twice as fast as numpy's float32 ziggurat."""
     size = int(np.prod(shape))
     half = (size + 1) // 2
-    r = np.sqrt(F32(-2) * np.log1p(-rng.random(half, dtype=F32)))
-    t = rng.random(half, dtype=F32) * F32(2 * np.pi)
+    u = rng.random(half, dtype=F32)
+    np.subtract(F32(1), u, out=u)  # (0, 1], exact in float32; log is 3x faster than log1p(-u)
+    np.log(u, out=u)
+    u *= F32(-2)
+    r = np.sqrt(u, out=u)
+    t = rng.random(half, dtype=F32)
+    t *= F32(2 * np.pi)
     out = np.empty(2 * half, dtype=F32)
-    np.multiply(r, np.cos(t), out=out[:half])
-    np.multiply(r, np.sin(t), out=out[half:])
+    np.cos(t, out=out[:half])
+    np.sin(t, out=out[half:2 * half])
+    out[:half] *= r
+    out[half:] *= r
     return out[:size].reshape(shape)
 
 
@@ -176,6 +197,86 @@ def _speckle_noise(x: np.ndarray, c: float, rng: np.random.Generator, s: float) 
     noise *= x
     noise += x
     return noise
+
+
+# uint8 paths of the noises: x and the result in 0-255 levels; same draws as the float path for
+# gaussian, speckle and impulse noise (equal up to a rare tie at half a level), exact alias tables
+# for shot noise (numpy's Poisson sampler is by far the slowest step of the noises)
+
+
+def _u8_result(y: np.ndarray) -> np.ndarray:
+    """Float32 levels (any range) -> uint8, rounded to the nearest level as to_uint8 does."""
+    y += F32(0.5)
+    np.clip(y, 0, F32(255.5), out=y)
+    return y.astype(np.uint8)
+
+
+def _gaussian_noise_u8(x: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np.ndarray:
+    noise = _normal(rng, x.shape)
+    noise *= F32(255 * c)
+    noise += x
+    return _u8_result(noise)
+
+
+def _speckle_noise_u8(x: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np.ndarray:
+    noise = _normal(rng, x.shape)
+    noise *= F32(c)
+    noise += F32(1)
+    noise *= x
+    return _u8_result(noise)
+
+
+def _impulse_noise_u8(x: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np.ndarray:
+    u = rng.random(x.shape, dtype=F32)  # the float path's draws
+    return np.where(u < c, np.where(u < c / 2, np.uint8(255), np.uint8(0)), x)
+
+
+def _shot_noise_u8(x: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np.ndarray:
+    """clip(Poisson(c * x / 255) / c, 0, 1) in 8 bits, drawn from its exact distribution per input level:
+    one alias table per level over the outcomes k = 0..c (k >= c saturates), 24-bit probabilities."""
+    thr, alias, levels, bits = _shot_tables(int(c))
+    r = rng.bit_generator.random_raw((x.size + 1) // 2).view(np.uint32)[:x.size].reshape(x.shape)
+    idx = x.astype(np.uint16) << np.uint16(bits)
+    idx |= (r >> np.uint32(32 - bits)).astype(np.uint16)
+    r &= np.uint32(0xFFFFFF)
+    k = np.where(r < thr[idx], (idx & np.uint16((1 << bits) - 1)).astype(np.uint8), alias[idx])
+    return levels[k]
+
+
+@functools.lru_cache(maxsize=8)
+def _shot_tables(c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    bits = max(1, (c).bit_length())  # 2^bits > c bins: outcomes 0..c, the rest empty
+    k = np.arange(c, dtype=np.float64)
+    lam = np.arange(256, dtype=np.float64)[:, None] * (c / 255.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logpmf = k[None, :] * np.log(lam) - lam - np.array([math.lgamma(v + 1) for v in k])[None, :]
+    pmf = np.exp(np.where(lam > 0, logpmf, np.where(k[None, :] == 0, 0.0, -np.inf)))
+    p = np.zeros((256, 1 << bits))
+    p[:, :c] = pmf
+    p[:, c] = np.maximum(0.0, 1.0 - pmf.sum(axis=1))  # Poisson(lam) >= c: clipped to 1
+    thr, alias = _alias_tables(p / p.sum(axis=1, keepdims=True))
+    levels = to_uint8(np.minimum(np.arange(c + 1, dtype=F32) / F32(c), F32(1)))
+    levels = np.concatenate([levels, np.full((1 << bits) - c - 1, 255, np.uint8)])
+    return thr.ravel(), alias.ravel(), levels, bits
+
+
+def _alias_tables(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walker/Vose alias tables for each row of ``p`` (rows sum to 1): thresholds scaled to 2^24."""
+    rows, k = p.shape
+    thr = np.ones((rows, k))
+    alias = np.tile(np.arange(k), (rows, 1))
+    for row in range(rows):
+        q = p[row] * k
+        small = [i for i in range(k) if q[i] < 1.0]
+        large = [i for i in range(k) if q[i] >= 1.0]
+        while small and large:
+            lo, hi = small.pop(), large[-1]
+            thr[row, lo], alias[row, lo] = q[lo], hi
+            q[hi] -= 1.0 - q[lo]
+            if q[hi] < 1.0:
+                large.pop()
+                small.append(hi)
+    return np.minimum(np.round(thr * 2 ** 24), 2 ** 24).astype(np.uint32), alias.astype(np.uint8)
 
 
 # -- colour and digital -----------------------------------------------------------------------------
@@ -239,18 +340,43 @@ def _saturate(x: np.ndarray, c: tuple, rng: np.random.Generator, s: float) -> np
 
 
 def _jpeg(x: np.ndarray, c: int, rng: np.random.Generator, s: float) -> np.ndarray:
+    return to_float(_jpeg_u8(to_uint8(x), c, rng, s))
+
+
+def _pil_image(img: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(img[..., 0] if img.shape[2] == 1 else img)
+
+
+def _jpeg_u8(u8: np.ndarray, c: int, rng: np.random.Generator, s: float) -> np.ndarray:
     import io
 
     from PIL import Image
 
-    u8 = to_uint8(x)
     out = np.empty_like(u8)
     for i, img in enumerate(u8):  # one encoder call per image: PIL has no batch JPEG
         buf = io.BytesIO()
-        Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(buf, "JPEG", quality=int(c))
+        _pil_image(img).save(buf, "JPEG", quality=int(c))
         buf.seek(0)
-        out[i] = np.asarray(Image.open(buf)).reshape(img.shape)
-    return to_float(out)
+        with Image.open(buf, formats=("JPEG",)) as im:
+            out[i] = np.asarray(im).reshape(img.shape)
+    return out
+
+
+def _pixelate_u8(u8: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np.ndarray:
+    """The reference itself: PIL BOX down, NEAREST up, on the 8-bit image, one image at a time. PIL's
+    C passes are the cost; neither a numpy version (a 3-byte gather per pixel along W) nor PIL on the
+    whole block stacked into one image (extra transposes) is faster."""
+    from PIL import Image
+
+    h, w = u8.shape[1:3]
+    small = (max(1, int(w * c)), max(1, int(h * c)))
+    out = np.empty_like(u8)
+    for i, img in enumerate(u8):
+        im = _pil_image(img).resize(small, Image.BOX).resize((w, h), Image.NEAREST)
+        out[i] = np.asarray(im).reshape(img.shape)
+    return out
 
 
 def _pixelate(x: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np.ndarray:
@@ -268,6 +394,80 @@ _FUNCS: dict[str, Callable] = {
     "fog": _weather.fog, "spatter": _weather.spatter, "brightness": _brightness, "contrast": _contrast,
     "saturate": _saturate, "jpeg_compression": _jpeg, "pixelate": _pixelate,
 }
+# corruptions with their own 8-bit path in corrupt_uint8 (uint8 in, uint8 out)
+_U8_FUNCS: dict[str, Callable] = {"jpeg_compression": _jpeg_u8, "pixelate": _pixelate_u8,
+                                  "gaussian_noise": _gaussian_noise_u8, "speckle_noise": _speckle_noise_u8,
+                                  "impulse_noise": _impulse_noise_u8, "shot_noise": _shot_noise_u8}
+
+
+# -- blocks and threads -----------------------------------------------------------------------------
+
+BLOCK_VALUES = 1 << 20  # values per block: ~4 MiB of float32, so a block's passes stay in cache
+
+
+def block_size(height: int, width: int, channels: int) -> int:
+    """Images per block: fixed by the image size alone, so results never depend on the thread count."""
+    return max(1, BLOCK_VALUES // (height * width * channels))
+
+
+def threads() -> int:
+    """Threads for the blocks: ``EDGEPROF_THREADS``, else the CPUs this process may run on."""
+    env = os.environ.get("EDGEPROF_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise InputError(f"EDGEPROF_THREADS must be a positive integer, got {env!r}") from None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_POOL: tuple | None = None  # (pid, size, executor); rebuilt after a fork or a change of size
+_POOL_LOCK = threading.Lock()
+
+
+def _executor(size: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] != size:
+            _POOL = (os.getpid(), size, ThreadPoolExecutor(size, thread_name_prefix="edgeprof-corrupt"))
+        return _POOL[2]
+
+
+def _seed_sequence(seed) -> np.random.SeedSequence:
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    try:
+        return np.random.SeedSequence(seed)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"seed must be a non-negative integer or a SeedSequence, got {seed!r}") from exc
+
+
+def _block_rng(ss: np.random.SeedSequence, k: int) -> np.random.Generator:
+    """Block 0 draws from ``ss`` itself (a batch of one block gets the draws of a single generator
+    seeded with ``seed``); block ``k > 0`` from child ``k``, made without spawning, which would
+    change the caller's SeedSequence."""
+    if k == 0:
+        return np.random.default_rng(ss)
+    child = np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (k,), pool_size=ss.pool_size)
+    return np.random.default_rng(child)
+
+
+def _in_blocks(n: int, block: int, work: Callable[[int, slice], None]) -> None:
+    """``work(k, rows)`` for every block, on the thread pool when there is more than one block."""
+    count = -(-n // block)
+    jobs = [(k, slice(k * block, min(n, (k + 1) * block))) for k in range(count)]
+    size = min(threads(), count)
+    if size <= 1:
+        for k, rows in jobs:
+            work(k, rows)
+        return
+    for f in [_executor(size).submit(work, k, rows) for k, rows in jobs]:
+        f.result()
 
 
 # -- entry point ------------------------------------------------------------------------------------
@@ -292,28 +492,76 @@ def corrupt(images: np.ndarray, name: str, severity: int, *,
             seed: int | np.random.SeedSequence | None = None, spatial_scale: float | None = None) -> np.ndarray:
     """Apply corruption ``name`` at ``severity`` (1-5) to a float32 NHWC batch in [0, 1].
 
-    ``seed`` (an int or a SeedSequence) seeds numpy's PCG64 for the whole batch (None: fresh
-    entropy). ``spatial_scale``
-    defaults to ``min(H, W) / 224``; pass 1.0 to use the reference's pixel constants unchanged.
+    ``seed`` (an int or a SeedSequence; None: fresh entropy) seeds numpy's PCG64, one generator per
+    block of images (see the module's docstring); the SeedSequence itself is left untouched.
+    ``spatial_scale`` defaults to ``min(H, W) / 224``; pass 1.0 to use the reference's pixel
+    constants unchanged.
     Raises InputError for a bad name, severity or batch, NotApplicable for saturate on grayscale.
     """
+    _check_name_severity(name, severity)
+    x = check_images(images)
+    s = _check_call(x, name, spatial_scale)
+    out = np.empty(x.shape, dtype=F32)
+    if x.shape[0] == 0:
+        return out
+    if x.min() < 0 or x.max() > 1:
+        x = np.clip(x, 0, 1)
+    func, c, ss = _FUNCS[name], PARAMS[name][int(severity) - 1], _seed_sequence(seed)
+
+    def work(k: int, rows: slice) -> None:
+        y = np.asarray(func(x[rows], c, _block_rng(ss, k), s), dtype=F32)
+        np.clip(y, 0, 1, out=out[rows])
+
+    _in_blocks(x.shape[0], block_size(*x.shape[1:]), work)
+    return out
+
+
+def _check_call(x: np.ndarray, name: str, spatial_scale: float | None) -> float:
+    """Validate what depends on the batch; return the spatial scale ``s``."""
+    if name == "saturate" and x.shape[3] != 3:
+        raise NotApplicable("saturate needs RGB images; these are grayscale")
+    s = globals()["spatial_scale"](x.shape[1], x.shape[2]) if spatial_scale is None else float(spatial_scale)
+    if not s > 0:
+        raise InputError(f"spatial_scale must be positive, got {spatial_scale!r}")
+    return s
+
+
+def _check_name_severity(name: str, severity: int) -> None:
     if name not in _FUNCS:
         raise InputError(f"unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS)}")
     if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
         raise InputError(f"severity must be an integer from 1 to 5, got {severity!r}")
-    x = check_images(images)
-    if name == "saturate" and x.shape[3] != 3:
-        raise NotApplicable("saturate needs RGB images; these are grayscale")
+
+
+def corrupt_uint8(images: np.ndarray, name: str, severity: int, *,
+                  seed: int | np.random.SeedSequence | None = None,
+                  spatial_scale: float | None = None) -> np.ndarray:
+    """``corrupt`` for uint8 NHWC images (0-255), returning uint8: the conversions happen per block.
+
+    Equals ``to_uint8(corrupt(to_float(images), ...))`` with the same seed, bit for bit, except for
+    JPEG, pixelate, shot, gaussian and speckle noise (see the module's docstring).
+    """
+    _check_name_severity(name, severity)
+    x = np.asarray(images)
+    if x.dtype != np.uint8:
+        raise InputError(f"images must be uint8 (got {x.dtype}); use corrupt() for float32 in [0, 1]")
+    if x.ndim != 4 or x.shape[3] not in (1, 3):
+        raise InputError(f"images must be NHWC with 1 or 3 channels, got shape {x.shape}")
+    if x.shape[1] < MIN_SIZE or x.shape[2] < MIN_SIZE:
+        raise InputError(f"images must be at least {MIN_SIZE}x{MIN_SIZE}, got {x.shape[1]}x{x.shape[2]}")
+    s = _check_call(x, name, spatial_scale)
+    out = np.empty(x.shape, dtype=np.uint8)
     if x.shape[0] == 0:
-        return x.copy()
-    s = globals()["spatial_scale"](x.shape[1], x.shape[2]) if spatial_scale is None else float(spatial_scale)
-    if not s > 0:
-        raise InputError(f"spatial_scale must be positive, got {spatial_scale!r}")
-    rng = np.random.default_rng(seed)
-    c = PARAMS[name][int(severity) - 1]
-    if x.min() < 0 or x.max() > 1:
-        x = np.clip(x, 0, 1)
-    out = np.asarray(_FUNCS[name](x, c, rng, s), dtype=F32)
-    if out is x or np.shares_memory(out, x):
-        out = out.copy()
-    return np.clip(out, 0, 1, out=out)
+        return out
+    c, ss = PARAMS[name][int(severity) - 1], _seed_sequence(seed)
+    native, func = _U8_FUNCS.get(name), _FUNCS[name]
+
+    def work(k: int, rows: slice) -> None:
+        rng = _block_rng(ss, k)
+        if native is not None:
+            out[rows] = native(x[rows], c, rng, s)
+        else:
+            out[rows] = to_uint8(func(to_float(x[rows]), c, rng, s))
+
+    _in_blocks(x.shape[0], block_size(*x.shape[1:]), work)
+    return out

@@ -5,8 +5,9 @@ corruption error) and then each variant, one worker per model on the chosen targ
 accuracy, ImageNet-C corruptions (sets generated once and cached, staged with ``target.stage``
 so a board receives them once and applies each variant's InputSpec itself), calibration, the
 black-box Square Attack through the variant's own ``predict``, and transfer attacks crafted on a
-PyTorch source. One ``robustness`` record per (variant, target, data). ``sweep_robustness`` is
-the sweep's hook; ``edgeprof robustness`` is the CLI.
+PyTorch source. One ``robustness`` record per (variant, target, data). ``evaluate_robustness``
+is what ``edgeprof.robustness()``, the ``edgeprof robustness`` command and the sweep's
+robustness phase call.
 
 Every variant is fed exactly as for clean data: corrupted sets are stored in the data's raw form
 (uint8 after rounding for uint8 data), adversarial inputs of uint8 data travel as float32 x 255
@@ -16,6 +17,7 @@ explicit, so ``scale = 1/255`` means the same thing for both.
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +31,8 @@ from ..data import Dataset
 from ..errors import EdgeprofError, InputError
 from ..inputspec import InputSpec, worker_spec
 from ..models import ModelRef
-from ..results import new_record
+from ..results import RecordKey, new_record
+from ..targets.client import REPLY_MAX_BYTES
 from ..targets.worker import decode_array, encode_array
 from . import attacks as atk
 from . import metrics as M
@@ -39,7 +42,6 @@ Progress = Callable[[str, float], None]
 ATTACKS = ("square", "fgsm", "pgd")
 TRANSFER = ("fgsm", "pgd")
 BASELINE_PROBS_MAX_BYTES = 1 << 30  # keep the baseline's softmax for output drift up to this
-REPLY_MAX_BYTES = 64 << 20  # one predict request or reply (base64 JSON) stays under about this
 
 
 @dataclass
@@ -62,6 +64,7 @@ class RobustnessConfig:
     torch_factory: str | None = None
     torch_weights: Path | None = None
     batch: int = 250
+    metric: str = "top1"                       # edgeprof.metrics: drives scores, curves, mCE
 
 
 @dataclass
@@ -114,6 +117,7 @@ class _Cell:
     metrics: dict[str, Any]
     pred: np.ndarray
     probs: np.ndarray | None = None
+    rows: np.ndarray | None = None     # the task metric's per-row statistics
 
 
 class _Run:
@@ -121,7 +125,15 @@ class _Run:
 
     def __init__(self, images: ImageSet, config: RobustnessConfig, target: Any, cache: DataCache,
                  progress: Progress, total_units: float):
+        from ..metrics import get_metric, labels_of
+
+        from ..targets.pool import WorkerPool
+
         self.images, self.config, self.target, self.cache = images, config, target, cache
+        self.pool = WorkerPool(target)  # the models load one after another into two workers
+        self.metric = get_metric(config.metric)
+        self.labels = labels_of(images.data, images.n)
+        self.skipped: dict[str, str] = {}   # what was not evaluated, and why
         self.progress, self.total, self.done = progress, max(total_units, 1.0), 0.0
         self._staged: dict[Path, str] = {}
         self._lock = threading.RLock()
@@ -142,25 +154,34 @@ class _Run:
                 self._staged[path] = self.target.stage(path)
             return self._staged[path]
 
-    def _request(self, w, **args: Any) -> np.ndarray:
+    def _request(self, w, **args: Any) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
         out = w.request("predict", **args)["outputs"]
         with self._lock:
             self.predict_s += time.perf_counter() - t0
-        return decode_array(next(iter(out.values()))).astype(np.float32)
+        return {k: decode_array(v) for k, v in out.items()}
+
+    def predict_all(self, w, spec, batch: int, npz: str, stop: int,
+                    row_values: int = 0) -> dict[str, np.ndarray]:
+        """Every output for rows [0, stop) of a staged npz, through the worker client's
+        ``predict_rows`` (replies sized to stay under its limit)."""
+        t0 = time.perf_counter()
+        out = w.predict_rows(npz, stop, batch=batch, spec=spec)
+        with self._lock:
+            self.predict_s += time.perf_counter() - t0
+        return out
 
     def predict(self, w, spec, batch: int, npz: str, stop: int, classes: int) -> np.ndarray:
-        """Outputs for rows [0, stop) of a staged npz; replies kept under ~64 MiB each."""
-        rows = max(batch, REPLY_MAX_BYTES // (4 * max(classes, 1)) // batch * batch)
-        parts = [self._request(w, npz=npz, start=i, stop=min(i + rows, stop), batch=batch,
-                               spec=spec) for i in range(0, stop, rows)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        """The first output for rows [0, stop) of a staged npz, as float32."""
+        out = self.predict_all(w, spec, batch, npz, stop, classes)
+        return next(iter(out.values())).astype(np.float32)
 
     def predict_arrays(self, w, spec, batch: int, name: str, raw: np.ndarray) -> np.ndarray:
-        """Outputs for inline rows, sent in requests of at most ~64 MiB."""
+        """First outputs for inline rows, sent in requests of at most ~64 MiB."""
         rows = max(1, REPLY_MAX_BYTES // max(1, raw[:1].nbytes))
-        parts = [self._request(w, arrays={name: encode_array(raw[i:i + rows])}, batch=batch,
-                               spec=spec) for i in range(0, len(raw), rows)]
+        parts = [next(iter(self._request(w, arrays={name: encode_array(raw[i:i + rows])},
+                                         batch=batch, spec=spec).values())).astype(np.float32)
+                 for i in range(0, len(raw), rows)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
@@ -180,16 +201,51 @@ def _cell(outputs: np.ndarray, labels: np.ndarray | None, probabilities: bool,
     return _Cell(m, pred, probs.astype(np.float16) if keep_probs else None)
 
 
+def _metric_cell(run: _Run, outputs: dict[str, np.ndarray], cell: _Cell | None,
+                 ref: dict[str, np.ndarray] | None) -> _Cell:
+    """The task metric's score of one evaluated set (added to ``cell`` when there is one).
+    ``ref``: outputs that ``agreement`` compares with (the baseline's on clean data)."""
+    metric, labels = run.metric, run.labels
+    if metric.needs_reference:
+        labels = dict(labels, **{f"ref:{k}": v for k, v in (ref or outputs).items()})
+    rows = metric.rows(outputs, labels)
+    s = metric.summary(rows, run.config.seed)
+    cell = cell or _Cell({"n": s["n"]}, np.zeros(0, np.int32))
+    cell.metrics.update(score=s["score"], score_ci=s["score_ci"])
+    cell.rows = rows
+    return cell
+
+
+def _check_rows(outputs: dict[str, np.ndarray], n: int, where: str) -> None:
+    for name, a in outputs.items():
+        if len(a) != n:
+            raise InputError(f"{where}: output {name!r} has {len(a)} rows for {n} inputs")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise InputError(f"{where}: output {name!r} contains NaN or inf")
+
+
+def _row_values(outputs: list[dict[str, Any]]) -> int:
+    """Values per row over every output (unknown dimensions counted as 1000)."""
+    total = 0
+    for o in outputs:
+        dims = [d if isinstance(d, int) and d > 0 else 1000 for d in (o.get("shape") or [])[1:]]
+        total += int(np.prod(dims)) if dims else 1
+    return total
+
+
 def _evaluate_model(run: _Run, ref: ModelRef, base: dict | None, do_attacks: bool,
                     transfer: dict[str, dict[str, Any]], keep_probs: bool) -> dict[str, Any]:
     """Clean, corrupted and attacked outputs of one model through one worker."""
+    from ..metrics import is_classification
+
     im, cfg = run.images, run.config
     labels = im.labels
+    classify, task = is_classification(run.metric), run.metric.name != "top1"
+    base_ref = base["clean_outputs"] if base else None
     spec = worker_spec_for(ref, im.raw_dtype)
     clean_npz = run.stage(run.clean_npz)
-    with run.target.start_worker(f"{ref.name} robustness") as w:
-        loaded = w.request("load", path=run.stage(ref.path), threads=1, batch=None,
-                           inputs={"npz": clean_npz}, spec=spec)
+    with run.pool.worker(f"{ref.name} robustness") as w:
+        loaded = w.load(run.stage(ref.path), npz=clean_npz, spec=spec)
         inp = loaded["inputs"][0]
         batch = cfg.batch
         if loaded.get("runtime") == "onnxruntime" and isinstance(inp["shape"][0], int):
@@ -197,13 +253,24 @@ def _evaluate_model(run: _Run, ref: ModelRef, base: dict | None, do_attacks: boo
         run.tick(f"{ref.name}: clean")
         out_shape = loaded["outputs"][0]["shape"]
         classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else 1000
-        clean_out = run.predict(w, spec, batch, clean_npz, im.n, classes)
-        M.check_outputs(clean_out, labels, im.n, ref.name)
-        probabilities = M.looks_like_probabilities(clean_out)
-        n_cells = 1 + len(cfg.corruptions) * len(cfg.severities)
-        keep_probs = keep_probs and im.n * clean_out.shape[1] * n_cells * 2 <= BASELINE_PROBS_MAX_BYTES
-        cells = {"clean": _cell(clean_out, labels, probabilities,
-                                base["cells"]["clean"] if base else None, keep_probs)}
+        row_values = _row_values(loaded["outputs"])
+        clean_all = run.predict_all(w, spec, batch, clean_npz, im.n, row_values)
+        _check_rows(clean_all, im.n, ref.name)
+        probabilities = False
+        if classify:
+            clean_out = next(iter(clean_all.values())).astype(np.float32)
+            M.check_outputs(clean_out, labels, im.n, ref.name)
+            probabilities = M.looks_like_probabilities(clean_out)
+            n_cells = 1 + len(cfg.corruptions) * len(cfg.severities)
+            keep_probs = keep_probs and \
+                im.n * clean_out.shape[1] * n_cells * 2 <= BASELINE_PROBS_MAX_BYTES
+            clean_cell = _cell(clean_out, labels, probabilities,
+                               base["cells"]["clean"] if base else None, keep_probs)
+        else:
+            clean_cell = None
+        if task:
+            clean_cell = _metric_cell(run, clean_all, clean_cell, base_ref)
+        cells = {"clean": clean_cell}
         run.tick(f"{ref.name}: clean", im.n)
         for c in cfg.corruptions:
             for s in cfg.severities:
@@ -212,13 +279,21 @@ def _evaluate_model(run: _Run, ref: ModelRef, base: dict | None, do_attacks: boo
                 path = corrupted_set(run.cache, im, c, s, cfg.seed)
                 if run.cache.generated > made:
                     run.tick(f"generated {c} {s}", im.n)
-                out = run.predict(w, spec, batch, run.stage(path), im.n, classes)
-                M.check_outputs(out, None, im.n, f"{ref.name} ({c} {s})")
-                bcell = base["cells"].get((c, s)) if base else None
-                cells[(c, s)] = _cell(out, labels, probabilities, bcell, keep_probs)
+                out_all = run.predict_all(w, spec, batch, run.stage(path), im.n, row_values)
+                _check_rows(out_all, im.n, f"{ref.name} ({c} {s})")
+                cell = None
+                if classify:
+                    out = next(iter(out_all.values())).astype(np.float32)
+                    M.check_outputs(out, None, im.n, f"{ref.name} ({c} {s})")
+                    bcell = base["cells"].get((c, s)) if base else None
+                    cell = _cell(out, labels, probabilities, bcell, keep_probs)
+                if task:  # agreement: with the baseline's clean outputs (its own, for it)
+                    cell = _metric_cell(run, out_all, cell,
+                                        base_ref if base_ref is not None else clean_all)
+                cells[(c, s)] = cell
                 run.tick(f"{ref.name}: {c} {s}", im.n)
         results: dict[str, dict[str, Any]] = {}
-        if do_attacks:
+        if do_attacks and classify:
             for a in cfg.attacks:
                 if a.name == "square":
                     results["square"] = _square(run, w, spec, batch, ref, inp["name"], a)
@@ -231,7 +306,8 @@ def _evaluate_model(run: _Run, ref: ModelRef, base: dict | None, do_attacks: boo
                                                 n=int(t["n"]))
                     run.tick(f"{ref.name}: {name} {label}", t["n"])
     return {"cells": cells, "attacks": results, "probabilities": probabilities,
-            "runtime": loaded.get("runtime")}
+            "runtime": loaded.get("runtime"), "lab": getattr(w, "lab_report", lambda: None)(),
+            "clean_outputs": clean_all if run.metric.needs_reference else None}
 
 
 def _square(run: _Run, w, spec, batch: int, ref: ModelRef, input_name: str,
@@ -252,7 +328,15 @@ def _square(run: _Run, w, spec, batch: int, ref: ModelRef, input_name: str,
             run.done = base + n * it
             run.tick(f"{ref.name}: square {label} query {it}/{total}")
 
-        res = atk.square_attack_linf(predict, x, y, eps, a.queries, a.p_init, run.config.seed, prog)
+        if hasattr(w, "map_rows"):  # a group of boards (targets/shard.py): whole row shards each
+            res = atk.SquareResult.concat(w.map_rows(n, lambda req, lo, hi, eps=eps: (
+                atk.square_attack_linf(lambda x01: run.predict_arrays(
+                    SimpleNamespace(request=req), spec, batch, input_name,
+                    im.to_raw(x01, exact=True)), x[lo:hi], y[lo:hi], eps, a.queries, a.p_init,
+                    run.config.seed, rows=np.arange(lo, hi)))))
+        else:
+            res = atk.square_attack_linf(predict, x, y, eps, a.queries, a.p_init, run.config.seed,
+                                         prog)
         summary = res.summary(eps, x)
         if not summary["within_eps"]:  # a bug of ours: never record it as a result
             raise EdgeprofError(f"square attack left the eps-ball ({summary['max_linf']:g} > {eps:g})")
@@ -266,27 +350,52 @@ def _square(run: _Run, w, spec, batch: int, ref: ModelRef, input_name: str,
 
 
 def _record(ref: ModelRef, target: str, im: ImageSet, cfg: RobustnessConfig, own: dict,
-            base: dict | None, baseline_id: str | None) -> dict[str, Any]:
+            base: dict | None, baseline_id: str | None, metric: Any = None,
+            skipped: dict[str, str] | None = None) -> dict[str, Any]:
+    """One robustness record. ``metric`` (edgeprof.metrics; top-1 when None) drives the
+    scores, CE and mCE; top-1's accuracy, calibration and attacks are kept for classification
+    metrics, and ``skipped`` says what was not evaluated and why."""
+    from ..metrics import get_metric, is_classification, mean_over_cells_ci
+
+    metric = metric or get_metric("top1")
     rec: dict[str, Any] = dict(
         variant_id=ref.id, root_id=ref.root_id or ref.id, target=target, threads=1, batch=None,
         data_sha256=im.data.sha256,
         model={"name": ref.name, "path": str(ref.path), "format": ref.format,
                "model_bytes": ref.model_bytes, "zlib_bytes": ref.zlib_bytes},
-        runtime=own["runtime"], n=im.n, labels=im.labels is not None, baseline_id=baseline_id,
+        runtime=own["runtime"], **({"lab": own["lab"]} if own.get("lab") else {}), n=im.n, labels=im.labels is not None, baseline_id=baseline_id,
         corruptions=list(cfg.corruptions), severities=list(cfg.severities), limit=cfg.limit,
-        seed=cfg.seed, outputs_are_probabilities=own["probabilities"], attacks=own["attacks"])
-    rec.update(M.summarize({k: c.metrics for k, c in own["cells"].items()},
-                           {k: c.metrics for k, c in base["cells"].items()} if base else None,
-                           cfg.corruptions, cfg.severities, im.n, im.labels is not None,
-                           baseline_id == ref.id))
+        seed=cfg.seed, outputs_are_probabilities=own["probabilities"], attacks=own["attacks"],
+        metric=metric.name, higher_is_better=metric.higher_is_better,
+        skipped=dict(skipped or {}))
+    own_cells = {k: c.metrics for k, c in own["cells"].items()}
+    base_cells = {k: c.metrics for k, c in base["cells"].items()} if base else None
+    if is_classification(metric):
+        rec.update(M.summarize(own_cells, base_cells, cfg.corruptions, cfg.severities, im.n,
+                               im.labels is not None, baseline_id == ref.id))
+    else:
+        rec.update(clean_accuracy=None, clean_accuracy_ci=None, mean_corruption_accuracy=None,
+                   mean_corruption_accuracy_ci=None, calibration=None, ece=None,
+                   agreement_with_baseline=None, output_drift=None)
+    if metric.name == "top1":
+        rec.update(clean_score=rec["clean_accuracy"], clean_score_ci=rec["clean_accuracy_ci"],
+                   mean_corruption_score=rec["mean_corruption_accuracy"],
+                   mean_corruption_score_ci=rec["mean_corruption_accuracy_ci"],
+                   error_rule="1 - score")
+    else:
+        rows = [own["cells"][(c, s)].rows for c in cfg.corruptions for s in cfg.severities]
+        ci = mean_over_cells_ci(rows, metric.reduce, cfg.seed,
+                                min(metric.resamples, 1000)) if rows else None
+        rec.update(M.summarize_metric(own_cells, base_cells, cfg.corruptions, cfg.severities,
+                                      im.n, metric, ci))
     robust = [e["robust_accuracy"] for per in rec["attacks"].values() for e in per.values()
               if e.get("robust_accuracy") is not None]
     rec["robust_accuracy"] = min(robust) if robust else None  # the worst attack's, for tables
     return new_record("robustness", **rec)
 
 
-def record_key(ref: ModelRef, target: str, data: Dataset) -> tuple:
-    return (ref.id, target, 1, None, "robustness", data.sha256)
+def record_key(ref: ModelRef, target: str, data: Dataset, metric: str = "top1") -> RecordKey:
+    return RecordKey.evaluation("robustness", ref.id, target, data.sha256, metric)
 
 
 # -- the API --------------------------------------------------------------------------------------
@@ -303,14 +412,24 @@ def evaluate_robustness(models: list[ModelRef], data: Dataset, config: Robustnes
     ``store`` (a ResultStore): keys already there are skipped and new records appended. With
     ``on_error``, a model that fails is reported there and the others go on; without, it raises.
     """
+    from ..metrics import get_metric, is_classification
     from ..targets import get_target
     from ..variants.cache import cache_root
 
     progress = progress or (lambda d, f: None)
+    metric = get_metric(config.metric)
     images = image_set(data, config.limit)
     config = dataclasses.replace(
         config, corruptions=M.parse_corruptions(config.corruptions, images.channels),
         severities=M.parse_severities(config.severities))
+    not_done: dict[str, str] = {}
+    if not is_classification(metric):
+        why = f"they score top-1 of a classifier; the metric here is {metric.name}"
+        not_done["calibration"] = f"ECE, NLL and Brier skipped: {why}"
+        if config.attacks:
+            not_done["attacks"] = (f"attacks ({', '.join(a.name for a in config.attacks)}) "
+                                   f"skipped: {why}")
+            config = dataclasses.replace(config, attacks=[])
     if config.attacks and images.labels is None:
         exc = InputError(f"{data.path.name}: attacks need labels 'y'")
         if on_error is None:
@@ -324,7 +443,8 @@ def evaluate_robustness(models: list[ModelRef], data: Dataset, config: Robustnes
     for m in ([baseline] if baseline is not None else []) + list(models):
         if m.id not in {o.id for o in order}:
             order.append(m)
-    todo = [m for m in order if store is None or not store.has(record_key(m, tname, data))]
+    todo = [m for m in order
+            if store is None or not store.has(record_key(m, tname, data, metric.name))]
     skipped = [m for m in order if m not in todo]
     base_needed = baseline is not None and any(m.id != baseline.id for m in todo)
     n, cells = images.n, len(config.corruptions) * len(config.severities)
@@ -339,6 +459,7 @@ def evaluate_robustness(models: list[ModelRef], data: Dataset, config: Robustnes
     if not todo:
         return Outcome(records, skipped, cache.generated, cache.reused, 0.0)
     run = _Run(images, config, target, cache, progress, total)
+    run.skipped = not_done
     try:
         source_spec = worker_spec_for_source((baseline or order[0]).input_spec, images.raw_dtype)
         transfer = atk.craft_transfer(images, [a for a in config.attacks if a.name in TRANSFER],
@@ -371,7 +492,8 @@ def evaluate_robustness(models: list[ModelRef], data: Dataset, config: Robustnes
                 base_state = state
             if m in todo:
                 rec = _record(m, tname, images, config, state, base_state,
-                              baseline.id if baseline is not None else None)
+                              baseline.id if baseline is not None else None, run.metric,
+                              run.skipped)
                 if store is not None:
                     store.append(rec)
                 records.append(rec)
@@ -381,12 +503,15 @@ def evaluate_robustness(models: list[ModelRef], data: Dataset, config: Robustnes
     pending = [m for m in order if m in todo or (baseline is not None and m.id == baseline.id
                                                  and base_needed)]
     first = [m for m in pending if baseline is not None and m.id == baseline.id]
-    for m in first:
-        one(m)
-    if failures:
-        raise failures[0]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(one, [m for m in pending if m not in first]))
+    try:
+        for m in first:
+            one(m)
+        if failures:
+            raise failures[0]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(one, [m for m in pending if m not in first]))
+    finally:
+        run.pool.close()
     if failures:
         raise failures[0]
     records.sort(key=lambda r: [m.id for m in order].index(r["variant_id"]))
@@ -400,13 +525,14 @@ def worker_spec_for_source(input_spec: dict | None, raw_dtype: str) -> dict[str,
     return dict(worker_spec(InputSpec.from_dict(input_spec or {}), raw_dtype)["*"], layout="NCHW")
 
 
-# -- the sweep's hook -----------------------------------------------------------------------------
+# -- the sweep file's tables ---------------------------------------------------------------------
 
 
 def config_from_plan(robustness: dict[str, Any] | None, attacks: dict[str, Any] | None,
-                     torch_factory: str | None = None, torch_weights: Path | None = None
-                     ) -> RobustnessConfig:
-    """The sweep file's ``[measure] robustness`` and ``attacks`` tables as a config."""
+                     torch_factory: str | None = None, torch_weights: Path | None = None,
+                     metric: str | None = None) -> RobustnessConfig:
+    """The sweep file's ``[measure] robustness`` and ``attacks`` tables as a config;
+    ``metric`` is the sweep's ``[measure] metric`` (top-1 when None)."""
     r = dict(robustness or {})
     unknown = set(r) - {"corruptions", "severities", "limit", "seed", "batch"}
     if unknown:
@@ -419,53 +545,7 @@ def config_from_plan(robustness: dict[str, Any] | None, attacks: dict[str, Any] 
         seed=int(r.get("seed", 0)),
         limit=_positive(limit, "robustness.limit") if limit is not None else None,
         attacks=parse_attacks(attacks), torch_factory=torch_factory, torch_weights=torch_weights,
-        batch=_positive(r.get("batch", 250), "robustness.batch"))
-
-
-def sweep_robustness(runner: Any, variants: list, evaluation: Dataset, scratch: Path,
-                     progress: Progress) -> int:
-    """Robustness of every built variant on every target of the plan; the root (``v.id ==
-    v.root``) is the baseline and goes first. Failures become error records. Returns the number
-    of records written."""
-    plan = runner.plan
-    try:
-        config = config_from_plan(plan.robustness, plan.attacks, plan.torch_factory,
-                                  plan.torch_weights)
-    except EdgeprofError as exc:
-        runner._error("robustness", "robustness", exc)
-        return 0
-    by_id = {v.id: v for v in variants}
-    base_v = next((v for v in variants if v.id == v.root), None)
-    refs = [runner.cache.ref(v) for v in variants]
-    base_ref = next((r for r in refs if base_v is not None and r.id == base_v.id), None)
-    written = 0
-    for ti, tname in enumerate(plan.targets):
-        try:
-            target = runner._target(tname)
-        except EdgeprofError as exc:
-            runner._error("robustness", tname, exc, target=tname)
-            continue
-
-        def prog(desc: str, frac: float, ti: int = ti, tname: str = tname) -> None:
-            progress(f"{tname}: {desc}", (ti + frac) / len(plan.targets))
-
-        def on_error(ref: ModelRef | None, exc: Exception, tname: str = tname) -> None:
-            v = by_id.get(ref.id) if ref is not None else None
-            runner._error("robustness", ref.name if ref is not None else "transfer attacks",
-                          exc, v, tname)
-
-        try:
-            out = evaluate_robustness(refs, evaluation, config,
-                                      target=target, target_name=tname, cache_dir=runner.cache.root,
-                                      baseline=base_ref, store=runner.store, progress=prog,
-                                      on_error=on_error)
-            written += len(out.records)
-            runner.counts["skipped"] = runner.counts.get("skipped", 0) + len(out.skipped)
-        except EdgeprofError as exc:
-            runner._error("robustness", tname, exc, target=tname)
-        finally:
-            getattr(target, "close", lambda: None)()
-    return written
+        batch=_positive(r.get("batch", 250), "robustness.batch"), metric=metric or "top1")
 
 
 def families(cache, models: list[str], preprocess: Path | None, baseline: str | None) -> list:

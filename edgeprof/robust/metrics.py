@@ -13,6 +13,13 @@ AlexNet's role:
 
 A ratio whose denominator is not positive (the baseline makes no error, or does not degrade) is
 undefined: it is None and left out of the mean.
+
+With a task metric (``--metric``, edgeprof.metrics) the metric's score replaces accuracy in every
+figure: clean and mean corruption score, and the error ``err`` above is ``1 - score`` for a
+higher-is-better metric (top1, topk, miou, agreement: fractions) and the score itself for a
+lower-is-better one (mae, rmse). Calibration (ECE, NLL, Brier) and attacks score top-1 of a
+classifier, so they are computed only for top1 and topk:K; with another metric the record says
+why they were skipped.
 """
 from __future__ import annotations
 
@@ -52,8 +59,9 @@ def check_outputs(outputs: np.ndarray, labels: np.ndarray | None, n: int, where:
     """A classifier's (N, classes) outputs, finite, with labels inside its class range."""
     z = np.asarray(outputs)
     if z.ndim != 2 or z.shape[1] < 2:
-        raise InputError(f"{where}: robustness needs a classifier with outputs (N, classes); "
-                         f"the model returns shape {tuple(z.shape)}")
+        raise InputError(f"{where}: top-1 robustness needs a classifier with outputs (N, classes); "
+                         f"the model returns shape {tuple(z.shape)}: choose its task metric with "
+                         f"--metric (mae, rmse, miou, agreement, module:function)")
     if z.shape[0] != n:
         raise InputError(f"{where}: the model returned {z.shape[0]} rows for {n} inputs")
     if not np.all(np.isfinite(z)):
@@ -297,6 +305,45 @@ def _comparison(cells: Cells, corruptions: list[str], severities: list[int], key
         out["clean_ci"] = [float(v) for v in wilson_interval(round(clean * n), n)]
     else:
         out["measure"] = "mean total-variation distance between the softmax outputs (0 to 1)"
+    return out
+
+
+def summarize_metric(cells: Cells, base: Cells | None, corruptions: list[str],
+                     severities: list[int], n: int, metric: Any,
+                     mean_score_ci: list[float] | None) -> dict[str, Any]:
+    """The record's figures under a task metric (cells hold ``score`` and ``score_ci``): clean
+    and mean corruption score, CE / mCE / relative mCE and degradation from the metric's error
+    (edgeprof.metrics.error_of) against ``base``. Calibration and the accuracy fields are
+    top-1's (``summarize``): not written here."""
+    from ..metrics import error_of
+
+    per_corruption = {c: {str(s): {k: v for k, v in cells[(c, s)].items()
+                                   if k not in ("agreement", "output_drift", "correct")}
+                          for s in severities} for c in corruptions}
+    clean = cells["clean"]
+    score = {c: {s: cells[(c, s)]["score"] for s in severities} for c in corruptions}
+    vals = [v for d in score.values() for v in d.values()]
+    mcs = float(np.mean(vals)) if vals else None
+    out: dict[str, Any] = dict(
+        per_corruption=per_corruption, metric=metric.name,
+        higher_is_better=metric.higher_is_better,
+        clean_score=clean["score"], clean_score_ci=clean["score_ci"],
+        mean_corruption_score=mcs, mean_corruption_score_ci=mean_score_ci if vals else None,
+        ce={}, relative_ce={}, mce=None, relative_mce=None, degradation=None,
+        error_rule="1 - score" if metric.higher_is_better else "score")
+    if base is not None and all((c, s) in base for c in corruptions for s in severities):
+        err = {c: {s: error_of(metric, v) for s, v in d.items()} for c, d in score.items()}
+        berr = {c: {s: error_of(metric, base[(c, s)]["score"]) for s in severities}
+                for c in corruptions}
+        ce = corruption_errors(err, berr)
+        clean_err, bclean_err = error_of(metric, clean["score"]), error_of(metric, base["clean"]["score"])
+        rel = relative_corruption_errors(err, clean_err, berr, bclean_err)
+        mean_err = _mean([e for d in err.values() for e in d.values()])
+        bmean_err = _mean([e for d in berr.values() for e in d.values()])
+        out.update(ce=ce, relative_ce=rel, mce=mce(ce), relative_mce=mce(rel),
+                   degradation=(mean_err - bmean_err) if mean_err is not None
+                   and bmean_err is not None else None,
+                   clean_degradation=clean_err - bclean_err)
     return out
 
 

@@ -54,8 +54,9 @@ def _pairs(base: list[dict[str, Any]], new: list[dict[str, Any]], kind: str,
     def k(r: dict[str, Any], by: str) -> tuple:
         ident = r["variant_id"] if by == "id" else r.get("model", {}).get("name")
         return (ident,) + tuple(r.get(f) for f in key_fields)
-    b = [r for r in base if r["kind"] == kind]
-    n = [r for r in new if r["kind"] == kind]
+    # burst latency only: a sustained run's record holds windows, not a sample per call
+    b = [r for r in base if r["kind"] == kind and r.get("mode") in (None, "burst")]
+    n = [r for r in new if r["kind"] == kind and r.get("mode") in (None, "burst")]
     out = []
     for by in ("id", "name"):
         bmap = {k(r, by): r for r in b}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .frontier import DEFAULT_OBJECTIVES, pareto
-from .recommend import parse_requirements, recommend
-from .rows import add_drops, build_rows
+from .recommend import board_groups, group_rows, parse_requirements, recommend
+from .rows import ALIASES, add_drops, build_rows
 
 
 def decide(records: list[dict[str, Any]], plan: Any, baseline_id: str | None,
@@ -36,14 +36,20 @@ def decide_records(records: list[dict[str, Any]], *, objectives: Any = None,
     b = batch
     rows = build_rows(records, threads=threads, batch=b)
     add_drops(rows, baseline_id)
-    metrics = {r.get("metric") for r in rows if r.get("metric")}
-    if not objectives and metrics - {"top1"}:
+    if not objectives:
         # a task metric replaces top-1 among the default objectives, in its own direction
-        higher = next((r["higher_is_better"] for r in rows if r.get("metric") not in (None, "top1")),
-                      True)
-        objectives = tuple(("score", "max" if higher else "min") if k == "accuracy" else (k, d)
-                           for k, d in DEFAULT_OBJECTIVES)
+        swap = {}
+        acc = next((r for r in rows if r.get("metric") not in (None, "top1")), None)
+        if acc is not None:
+            swap["accuracy"] = ("score", "max" if acc["higher_is_better"] else "min")
+        rob = next((r for r in rows if r.get("robustness_metric")), None)
+        if rob is not None:
+            swap["mean_corruption_accuracy"] = (
+                "mean_corruption_score", "max" if rob["robustness_higher_is_better"] else "min")
+        if swap:
+            objectives = tuple(swap.get(k, (k, d)) for k, d in DEFAULT_OBJECTIVES)
     objectives = objectives or DEFAULT_OBJECTIVES
+    objectives = tuple((ALIASES.get(k, k), d) for k, d in objectives)  # "energy_per_inference:min"
     front = {}
     for target in sorted({r["target"] for r in rows}):
         trows = [r for r in rows if r["target"] == target]
@@ -69,10 +75,13 @@ def decide_records(records: list[dict[str, Any]], *, objectives: Any = None,
     constraints = parse_requirements(require)
     # one recommendation per target: a variant fastest on this machine may not be on the board
     targets_given = targets
-    targets = sorted({r["target"] for r in rows})
+    rec_rows = group_rows(rows, board_groups(records))  # an inventory group is one target
+    targets = sorted({r["target"] for r in rec_rows})
     order = [t for t in (targets_given or []) if t in targets] + \
         [t for t in targets if t not in (targets_given or [])]
-    recs = {t: recommend([r for r in rows if r["target"] == t], constraints).to_dict()
+    # after a sustained run, variants are ranked by what the deployed model sees: steady state
+    rank = "steady_p50_s" if any(r.get("steady_p50_s") is not None for r in rows) else "p50_s"
+    recs = {t: recommend([r for r in rec_rows if r["target"] == t], constraints, rank).to_dict()
             for t in order}
     if not recs:
         recs = {"-": recommend([], constraints).to_dict()}
@@ -86,5 +95,5 @@ def decide_records(records: list[dict[str, Any]], *, objectives: Any = None,
         r.pop("samples_s", None)
     return {"rows": rows, "frontier": front, "recommendation": next(iter(recs.values())),
             "recommendations": recs,
-            "require": require, "baseline": baseline_id,
+            "require": require, "baseline": baseline_id, "rank": rank,
             "batch": b, "diagnoses": diagnoses, "parity": parity}

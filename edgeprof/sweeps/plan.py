@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, StrictBool
+
 from ..errors import InputError
+from ..validate import Strict
 from ..units import parse_duration_s, parse_fraction
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int16x8")
@@ -96,6 +99,9 @@ class Plan:
     rel_ci: float = 0.01               # stop rule: p50 CI half-width / p50
     max_time_s: float = 10.0           # stop rule: at most this long per configuration
     inventory: Path | None = None      # an Ansible inventory: its group's hosts are targets
+    # sustained = "10m" (window, cooldown): a sustained-load record per configuration
+    sustained: dict[str, Any] | None = None
+    cooldown: dict[str, Any] | None = None  # before each configuration: {"below_c"} | {"wait_s"}
     group: str = "all"
 
     def model_plans(self) -> list["Plan"]:
@@ -129,6 +135,60 @@ class ModelEntry:
     eval: Path | None = None
     calib: Path | None = None
     finetune: Path | None = None
+
+
+class _Measure(Strict):
+    """``[measure]``: where and what to measure (values checked by load_plan)."""
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    targets: Any = None
+    threads: Any = None
+    batch: Any = None
+    min_time: Any = None
+    max_time: Any = None
+    min_runs: Any = None
+    rel_ci: Any = None
+    processes: Any = None
+    cold_starts: Any = None
+    latency: StrictBool | None = None
+    accuracy: StrictBool | None = None
+    accuracy_limit: Any = None
+    metric: Any = None
+    robustness: dict[str, Any] | None = None
+    attacks: dict[str, Any] | None = None
+    inventory: Any = None
+    group: Any = None
+    sustained: Any = None
+    window: Any = None
+    cooldown: Any = None
+
+
+class _Data(Strict):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    eval: Any = None
+    calib: Any = None
+    finetune: Any = None
+    field: Any = None
+
+
+class _Decide(Strict):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    require: Any = None
+    objectives: Any = None
+
+
+class SweepFile(Strict):
+    """The sections of a sweep file and the keys of the tables whose keys are fixed
+    (``[model]``/``[[models]]`` and ``[[variants]]`` are checked by their own parsers, which
+    name the entry)."""
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    name: Any = None
+    model: Any = None
+    models: Any = None
+    data: _Data | None = None
+    variants: Any = None
+    measure: _Measure | None = None
+    decide: _Decide | None = None
+    out: Any = None
 
 
 def _model_entry(base: Path, m: Any, where: str) -> ModelEntry:
@@ -211,6 +271,27 @@ def _metric(value: Any, base: Path, p: Path) -> str:
     return value
 
 
+def _cooldown(measure: dict[str, Any], p: Path) -> dict[str, Any] | None:
+    from ..measure.sustained import parse_cooldown
+    v = measure.get("cooldown")
+    if v is not None and not isinstance(v, str):
+        raise InputError(f"{p}: [measure] cooldown must be a string such as \"55C\" or \"30s\"")
+    return parse_cooldown(v, f"{p}: [measure] cooldown")
+
+
+def _sustained(measure: dict[str, Any], p: Path) -> dict[str, Any] | None:
+    """[measure] sustained = "10m" (window = "10s"): continuous load per configuration."""
+    if measure.get("sustained") in (None, False, ""):
+        if "window" in measure:
+            raise InputError(f"{p}: [measure] window applies to sustained = \"10m\"; add it")
+        return None
+    return {"duration_s": parse_duration_s(measure["sustained"], f"{p}: [measure] sustained",
+                                           1.0, 24 * 3600.0),
+            "window_s": parse_duration_s(measure.get("window", "10s"), f"{p}: [measure] window",
+                                         0.1, 3600.0),
+            "cooldown": _cooldown(measure, p)}
+
+
 def _path(base: Path, value: Any, where: str) -> Path | None:
     if value is None:
         return None
@@ -231,10 +312,8 @@ def load_plan(path: str | Path, out_dir: Path | None = None) -> Plan:
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{p}: not valid TOML: {exc}")
     base = p.resolve().parent
-    known = {"name", "model", "models", "data", "variants", "measure", "decide", "out"}
-    unknown = set(raw) - known
-    if unknown:
-        raise InputError(f"{p}: unknown section(s) {sorted(unknown)}; allowed: {sorted(known)}")
+    from ..validate import check
+    check(SweepFile, raw, str(p))  # sections and keys; values are checked below, in context
     if raw.get("model") and raw.get("models"):
         raise InputError(f"{p}: give [model] (one model) or [[models]] (several), not both")
     if raw.get("models") is not None:
@@ -301,6 +380,7 @@ def load_plan(path: str | Path, out_dir: Path | None = None) -> Plan:
         max_time_s=parse_duration_s(measure.get("max_time", "10s"), "[measure] max_time", 0, 36000),
         inventory=_path(base, measure.get("inventory"), "[measure] inventory"),
         group=str(measure.get("group", "all")),
+        sustained=_sustained(measure, p), cooldown=_cooldown(measure, p),
         robustness=measure.get("robustness"), attacks=measure.get("attacks"),
         require=decide.get("require"), objectives=objectives,
         out_dir=out_dir or Path(raw.get("out") or f"reports/{name}"), raw=raw)

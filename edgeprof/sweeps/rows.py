@@ -11,7 +11,9 @@ from ..results import latest_run_errors
 ALIASES = {"latency": "p50_s", "p50": "p50_s", "p99": "p99_s", "peak_rss": "peak_rss_bytes",
            "memory": "peak_rss_bytes", "size": "model_bytes", "model_size": "model_bytes",
            "accuracy": "accuracy", "mca": "mean_corruption_accuracy",
-           "corruption_accuracy": "mean_corruption_accuracy", "metric_drop": "score_drop"}
+           "corruption_accuracy": "mean_corruption_accuracy", "metric_drop": "score_drop",
+           "steady_p50": "steady_p50_s", "steady": "steady_p50_s",
+           "energy_per_inference": "energy_per_inference_j", "energy": "energy_per_inference_j"}
 
 
 def build_rows(records: list[dict[str, Any]], threads: int | None = None,
@@ -30,7 +32,7 @@ def build_rows(records: list[dict[str, Any]], threads: int | None = None,
                          "errors": []}
         return rows[key]
 
-    lat = [r for r in records if r["kind"] == "latency"
+    lat = [r for r in records if r["kind"] == "latency" and r.get("mode", "burst") == "burst"
            and (batch is None or r["batch"] == batch) and (threads is None or r["threads"] == threads)]
     # with several thread counts and no choice given, keep each variant's fastest setting
     best: dict[tuple[str, str], dict[str, Any]] = {}
@@ -41,13 +43,14 @@ def build_rows(records: list[dict[str, Any]], threads: int | None = None,
     for r in best.values():
         x = row(r)
         s = r["stats"]
-        x.update(p50_s=s["p50_s"], p50_ci=s["p50_ci_s"], p99_s=s["p99_s"], p99_ci=s["p99_ci_s"],
+        x.update(p50_s=s["p50_s"], p50_ci_s=s["p50_ci_s"], p99_s=s["p99_s"], p99_ci_s=s["p99_ci_s"],
                  n_latency=s["n"], threads=r["threads"], batch=r["batch"],
                  peak_rss_bytes=r.get("peak_rss_bytes"), runtime=r.get("runtime"),
                  warnings=[w["code"] for w in r.get("warnings", [])],
                  samples_s=r["samples_s"])
         if r.get("root_id"):
             x["root_id"] = r["root_id"]
+    sustained_rows(records, row, threads, batch)
     for r in records:
         if r["kind"] == "accuracy":
             x = row(r)
@@ -62,10 +65,14 @@ def build_rows(records: list[dict[str, Any]], threads: int | None = None,
         elif r["kind"] == "robustness":
             x = row(r)
             for k in ("mean_corruption_accuracy", "mean_corruption_accuracy_ci", "mce",
-                      "relative_mce", "ece", "robust_accuracy"):
+                      "relative_mce", "ece", "robust_accuracy", "mean_corruption_score",
+                      "mean_corruption_score_ci"):
                 if k in r:
                     x[k] = r[k]
-            if "mean_corruption_accuracy" in r:
+            if r.get("metric") not in (None, "top1"):  # a task metric drives the corruptions
+                x["robustness_metric"] = r["metric"]
+                x["robustness_higher_is_better"] = r.get("higher_is_better", True)
+            if "mean_corruption_accuracy" in r or "mean_corruption_score" in r:
                 x["n_robustness"] = r.get("n")
             worst = None
             for attack, by_eps in (r.get("attacks") or {}).items():
@@ -85,7 +92,9 @@ def build_rows(records: list[dict[str, Any]], threads: int | None = None,
     for x in rows.values():
         f = fidelity.get(x["variant_id"])
         if f is not None:
-            x.update(fidelity_summary(f))
+            metric = str(x.get("metric") or "")
+            x.update(fidelity_summary(f, metric.split(":", 1)[1] if metric.startswith("agreement:")
+                                      else None))
         d = drift.get(x["variant_id"])
         if d is not None:  # measured on the host: a fact of the model and the data
             x.update(field_clip=d.get("field_clip"), drift_findings=d.get("findings") or [])
@@ -105,23 +114,69 @@ def per_row(rows: list[dict[str, Any]]) -> None:
             continue
         for r in trows:
             b = r["batch"]
-            for k in ("p50_s", "p99_s"):
-                r[k] = r[k] / b
-            for k in ("p50_ci", "p99_ci"):
+            for k in ("p50_s", "p99_s", "steady_p50_s"):
+                if r.get(k) is not None:
+                    r[k] = r[k] / b
+            for k in ("p50_ci_s", "p99_ci_s", "steady_p50_ci_s"):
                 if r.get(k):
                     r[k] = [v / b for v in r[k]]
             r["samples_s"] = [v / b for v in r.get("samples_s", [])]
             r["latency_basis"] = "per row"
 
 
-def fidelity_summary(rec: dict[str, Any]) -> dict[str, Any]:
-    """Agreement with the fp32 root on its first output: top-1 agreement (classifier outputs)
-    and SQNR in dB (None when the outputs are identical: infinite SQNR)."""
+def sustained_rows(records: list[dict[str, Any]], row: Any, threads: int | None,
+                   batch: int | None) -> None:
+    """Finished sustained runs (``mode = "sustained"``) add steady-state latency and energy per
+    inference to their row (the fastest steady state when several thread counts ran). Where no
+    sensor could measure energy, ``unavailable`` says why, so a constraint on it never passes
+    silently."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        if r["kind"] != "latency" or r.get("mode") != "sustained" or r.get("interrupted") or \
+                (batch is not None and r["batch"] != batch) or \
+                (threads is not None and r["threads"] != threads):
+            continue
+        st = (r.get("sustained") or {}).get("steady_p50_s")
+        if st is None:
+            continue
+        k = (r["variant_id"], r["target"])
+        if k not in best or st < best[k]["sustained"]["steady_p50_s"]:
+            best[k] = r
+    for r in best.values():
+        x = row(r)
+        sus, e = r["sustained"], r.get("energy") or {}
+        x.update(steady_p50_s=sus["steady_p50_s"], steady_p50_ci_s=sus.get("steady_p50_ci_s"),
+                 n_steady=sus.get("steady_n"), burst_p50_sustained_s=sus.get("burst_p50_s"),
+                 steady_over_burst=sus.get("steady_over_burst"),
+                 first_throttle_s=sus.get("first_throttle_s"),
+                 first_frequency_drop_s=sus.get("first_frequency_drop_s"),
+                 temp_max_c=sus.get("temp_max_c"), sustained_s=r.get("duration_s"),
+                 sampling_overhead=(r.get("sampling_overhead") or {}).get("ratio"))
+        x.setdefault("threads", r["threads"])
+        x.setdefault("batch", r["batch"])
+        if e.get("available"):
+            x.update(energy_per_inference_j=e["joules_per_inference"],
+                     energy_per_inference_ci=e.get("joules_per_inference_ci"),
+                     power_w=e.get("mean_w"), idle_power_w=e.get("idle_w"),
+                     energy_source=e.get("source"), n_energy=e.get("n_rounds"))
+        else:
+            x.setdefault("unavailable", {})["energy_per_inference_j"] = \
+                e.get("reason") or "no energy figure in the sustained record"
+
+
+def fidelity_summary(rec: dict[str, Any], output: str | None = None) -> dict[str, Any]:
+    """Agreement with the fp32 root on one output (``output``, else the first): top-1 agreement
+    and SQNR in dB (None when the outputs are identical: infinite SQNR). Top-1 agreement is
+    kept only where it means something: a model with one output, or the output the task metric
+    names (``agreement:<output>``); the argmax of one head of a multi-head model (box offsets,
+    landmarks) is no class, so only its SQNR is given."""
     vs_root = rec.get("vs_root") or {}
     if not vs_root:
         return {}
-    name, m = next(iter(vs_root.items()))
-    return {"top1_agreement": m.get("top1_agreement"), "sqnr_db": m.get("sqnr_db"),
+    name = output if output in vs_root else next(iter(vs_root))
+    m = vs_root[name]
+    top1 = m.get("top1_agreement") if (len(vs_root) == 1 or name == output) else None
+    return {"top1_agreement": top1, "sqnr_db": m.get("sqnr_db"),
             "fidelity_exact": bool(m.get("exact")), "fidelity_output": name,
             "n_fidelity": m.get("n", rec.get("rows"))}
 
@@ -154,5 +209,10 @@ def add_drops(rows: list[dict[str, Any]], baseline_id: str | None = None) -> str
             if r.get("mean_corruption_accuracy") is not None and \
                     base.get("mean_corruption_accuracy") is not None:
                 r["corruption_drop"] = base["mean_corruption_accuracy"] - r["mean_corruption_accuracy"]
+            elif r.get("mean_corruption_score") is not None and \
+                    base.get("mean_corruption_score") is not None and \
+                    r.get("robustness_metric") == base.get("robustness_metric"):
+                d = base["mean_corruption_score"] - r["mean_corruption_score"]  # positive: worse
+                r["corruption_drop"] = d if r.get("robustness_higher_is_better", True) else -d
             r["is_baseline"] = r is base
     return chosen

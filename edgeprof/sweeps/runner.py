@@ -6,7 +6,6 @@ A rerun resumes: keys already in the results file are skipped. Ctrl-C keeps what
 failing cell becomes an ``error`` record and the sweep goes on."""
 from __future__ import annotations
 
-import importlib
 import threading
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ from ..data import Dataset, check_disjoint, load_npz
 from ..errors import EdgeprofError
 from ..measure.accuracy import metric_key, metric_record, outputs_on
 from ..measure.profiler import Profiler, Settings
-from ..results import ResultStore, new_record, read_records
+from ..results import RecordKey, ResultStore, new_record, read_records
 from ..targets import get_target
 from ..targets.worker import one_line
 from ..variants.cache import Cache, Variant
@@ -54,6 +53,9 @@ class SweepRunner:
         # latest run only (a rerun retries every failed cell, so older errors are history)
         self.store = ResultStore(self.results_path, stamp={"run_id": uuid.uuid4().hex[:12]},
                                  wait=wait, flag="report folder")
+        if self.inventory_hosts:  # latency names the group: its spread, one recommendation
+            from ..measure.spread import GroupTaggingStore
+            self.store = GroupTaggingStore(self.store, {h: plan.group for h in self.inventory_hosts})
         self.counts = {"variants": 0, "passes_run": 0, "latency": 0, "accuracy": 0, "robustness": 0,
                        "errors": 0, "skipped": 0}
 
@@ -112,7 +114,7 @@ class SweepRunner:
         fid = v.fidelity
         if not fid or not fid.get("vs_root"):
             return
-        key = (v.id, None, None, None, "fidelity", fid.get("data_sha256"))
+        key = RecordKey.of_variant("fidelity", v.id, fid.get("data_sha256"))
         if self.store.has(key):
             return
         self.store.append(new_record(
@@ -128,7 +130,7 @@ class SweepRunner:
                             processes=p.processes, rel_ci=p.rel_ci,
                             max_time_s=max(p.max_time_s, p.min_time_s),
                             min_time_s=p.min_time_s, min_runs=p.min_runs,
-                            cold_starts=p.cold_starts)
+                            cold_starts=p.cold_starts, cooldown=p.cooldown)
         for ti, tname in enumerate(p.targets):
             try:
                 target = self._target(tname)
@@ -142,6 +144,34 @@ class SweepRunner:
             try:
                 records, skipped = prof.run(refs)
             finally:  # the board's connection and its claim end with the phase
+                getattr(target, "close", lambda: None)()
+            self.counts["latency"] += sum(r["kind"] == "latency" for r in records)
+            self.counts["errors"] += sum(r["kind"] == "error" for r in records)
+            self.counts["skipped"] += len(skipped)
+
+    def sustained(self, variants: list[Variant], evaluation: Dataset | None) -> None:
+        """``[measure] sustained``: a sustained-load record per (variant, target, threads,
+        batch), one after another on each target, each after its cool-down; keys already in
+        the results are skipped, an interrupted one (Ctrl-C) is measured again."""
+        from ..measure.sustained import profile_sustained
+        p = self.plan
+        refs = [self.cache.ref(v) for v in variants]
+        settings = Settings(threads=tuple(p.threads),
+                            batches=tuple(p.batches) if p.batches else None)
+        for ti, tname in enumerate(p.targets):
+            try:
+                target = self._target(tname)
+            except EdgeprofError as exc:
+                self._error("sustained", tname, exc, target=tname)
+                continue
+
+            def prog(desc: str, frac: float, ti: int = ti) -> None:
+                self._phase("latency", f"{tname}: {desc}", (ti + frac) / len(p.targets))
+            try:
+                records, skipped = profile_sustained([target], settings, refs, self.store,
+                                                     evaluation, None, p.sustained, prog,
+                                                     side_dir=self.results_path.parent)
+            finally:
                 getattr(target, "close", lambda: None)()
             self.counts["latency"] += sum(r["kind"] == "latency" for r in records)
             self.counts["errors"] += sum(r["kind"] == "error" for r in records)
@@ -172,13 +202,35 @@ class SweepRunner:
         inv = self.plan.inventory if name in self.inventory_hosts else None
         return get_target(name, targets_dir=self.targets_dir, wait=self.wait, inventory=inv)
 
+    def _eval_targets(self) -> list[str]:
+        """Where accuracy and robustness run: every target of the plan, except that the boards
+        of an inventory group are one target named after the group, whose rows are sharded
+        across its boards (targets/shard.py: the same records one board would give)."""
+        if not self.inventory_hosts:
+            return list(self.plan.targets)
+        return [t for t in self.plan.targets if t not in self.inventory_hosts] + [self.plan.group]
+
+    def _eval_target(self, name: str):
+        if self.inventory_hosts and name == self.plan.group and name not in self.plan.targets:
+            from ..targets.shard import board_group
+            lab = board_group(self.plan.inventory, self.plan.group, wait=self.wait)
+            try:
+                lab.check()  # one CPU model and runtime across the group, else one line
+            except BaseException:
+                lab.close()
+                raise
+            return lab
+        return self._target(name)
+
     def accuracy(self, variants: list[Variant], evaluation: Dataset, scratch: Path) -> None:
         """The plan's metric (top-1 by default) of every variant on every target, two variants
-        at a time (each in its own worker: nothing here is timed, so the two cores may share
-        the work). ``agreement`` scores against the fp32 root's outputs, so the root goes first."""
+        at a time in two long-lived workers that load one variant after another (nothing here
+        is timed, so the two cores may share the work). ``agreement`` scores against the fp32
+        root's outputs, so the root goes first."""
         from concurrent.futures import ThreadPoolExecutor
 
         from ..metrics import get_metric, labels_of
+        from ..targets.pool import WorkerPool
 
         metric = get_metric(self.plan.metric)
         if metric.name == "top1" and evaluation.y is None:
@@ -187,24 +239,27 @@ class SweepRunner:
         raw_dtype = next(iter(evaluation.x.values())).dtype.name
         labels = labels_of(evaluation, n)
         lock = threading.Lock()
-        for tname in self.plan.targets:
+        for tname in self._eval_targets():
             try:
-                target = self._target(tname)
-            except EdgeprofError:
+                target = self._eval_target(tname)
+            except EdgeprofError as exc:
+                self._error("accuracy", tname, exc, target=tname)
                 continue
             key_data = metric_key(evaluation, n, metric.name)
             todo = [v for v in variants
-                    if not self.store.has((v.id, tname, 1, None, "accuracy", key_data))]
+                    if not self.store.has(RecordKey.evaluation("accuracy", v.id, tname, key_data,
+                                                             metric.name))]
             if metric.needs_reference:
                 todo.sort(key=lambda v: v.id != v.root)
             self.counts["skipped"] += len(variants) - len(todo)
             npz = target.stage(evaluation.npz_path(scratch)) if todo else None
             done = [0]
             refs: dict[str, dict[str, Any]] = {}
+            pool = WorkerPool(target)
 
-            def outputs_of(v: Variant, target: Any, npz: Any) -> dict[str, Any]:
+            def outputs_of(v: Variant, target: Any, npz: Any, pool: Any = pool) -> dict[str, Any]:
                 return outputs_on(target, v.path, npz, n, spec_for_worker(v.input_spec, raw_dtype),
-                                  f"{v.label} accuracy")
+                                  f"{v.label} accuracy", pool)
 
             def one(v: Variant, tname: str = tname, target: Any = target, npz: Any = npz) -> None:
                 try:
@@ -233,33 +288,65 @@ class SweepRunner:
             try:
                 if metric.needs_reference and todo and todo[0].id == todo[0].root:
                     one(todo.pop(0))  # the root's outputs first: the others are scored against them
-                with ThreadPoolExecutor(max_workers=2) as pool:
-                    list(pool.map(one, todo))
-            finally:  # the board's connection and its claim end with the phase
-                getattr(target, "close", lambda: None)()
+                with ThreadPoolExecutor(max_workers=2) as threads:
+                    list(threads.map(one, todo))
+            finally:  # the workers, the board's connection and its claim end with the phase
+                pool.close()
+                target.close()
 
     def robustness(self, variants: list[Variant], evaluation: Dataset, scratch: Path) -> None:
-        cfg = self.plan.robustness
-        if not cfg and not self.plan.attacks:
+        """Robustness of every built variant on every evaluation target through the library's
+        ``evaluate_robustness`` (what ``edgeprof.robustness()`` runs); the root (``v.id ==
+        v.root``) is the baseline and goes first. Failures become error records."""
+        from ..robust.evaluate import config_from_plan, evaluate_robustness
+
+        plan = self.plan
+        if not plan.robustness and not plan.attacks:
             return
         try:
-            run = importlib.import_module("edgeprof.robust.evaluate").sweep_robustness
-        except (ImportError, AttributeError):
-            self._error("robustness", "robustness", EdgeprofError(
-                "this edgeprof build has no robustness evaluation"))
+            config = config_from_plan(plan.robustness, plan.attacks, plan.torch_factory,
+                                      plan.torch_weights, plan.metric)
+        except EdgeprofError as exc:
+            self._error("robustness", "robustness", exc)
             return
+        by_id = {v.id: v for v in variants}
+        refs = [self.cache.ref(v) for v in variants]
+        base_ref = next((r for r in refs if by_id[r.id].id == by_id[r.id].root), None)
+        names = self._eval_targets()
+        for ti, tname in enumerate(names):
+            try:
+                target = self._eval_target(tname)
+            except EdgeprofError as exc:
+                self._error("robustness", tname, exc, target=tname)
+                continue
 
-        def prog(desc: str, frac: float) -> None:
-            self._phase("robustness", desc, frac)
-        self.counts["robustness"] += run(self, variants, evaluation, scratch, prog)
+            def prog(desc: str, frac: float, ti: int = ti, tname: str = tname) -> None:
+                self._phase("robustness", f"{tname}: {desc}", (ti + frac) / len(names))
+
+            def on_error(ref: Any, exc: Exception, tname: str = tname) -> None:
+                v = by_id.get(ref.id) if ref is not None else None
+                self._error("robustness", ref.name if ref is not None else "transfer attacks",
+                            exc, v, tname)
+            try:
+                out = evaluate_robustness(refs, evaluation, config, target=target,
+                                          target_name=tname, cache_dir=self.cache.root,
+                                          baseline=base_ref, store=self.store, progress=prog,
+                                          on_error=on_error)
+                self.counts["robustness"] += len(out.records)
+                self.counts["skipped"] += len(out.skipped)
+            except EdgeprofError as exc:
+                self._error("robustness", tname, exc, target=tname)
+            finally:  # the workers, the boards' connections and claims end with the phase
+                target.close()
 
     def drift(self, variants: list[Variant], plan: Plan) -> None:
         """Field rows against the calibration set (``[data] field``): clipped activations of
-        every static int8 ONNX variant (edgeprof.drift); variants without static activation
-        ranges (fp32, fp16, dynamic int8) clip nothing by construction and say so."""
+        every static int8 ONNX variant and full-integer TFLite variant (edgeprof.measure.drift);
+        variants without static activation ranges (fp32, fp16, dynamic int8) clip nothing by
+        construction and say so."""
         import hashlib
 
-        from ..drift import drift
+        from ..measure.drift import TFLITE_STATIC, drift
         from ..data import load_npz
         if plan.calib_data is None:
             self._error("drift", "drift", EdgeprofError("[data] field needs [data] calib (the "
@@ -273,15 +360,14 @@ class SweepRunner:
         key_data = hashlib.sha256(f"{calib.sha256}:{field.sha256}".encode()).hexdigest()
         for i, v in enumerate(variants):
             self._phase("robustness", f"drift of {v.label}", 1.0)
-            if self.store.has((v.id, None, None, None, "drift", key_data)):
+            if self.store.has(RecordKey.of_variant("drift", v.id, key_data)):
                 self.counts["skipped"] += 1
                 continue
-            static = v.pass_name == "quantize" and v.config.get("precision") == "int8-static"
+            static = ((v.pass_name == "quantize" and v.config.get("precision") == "int8-static")
+                      or (v.format == "tflite" and v.config.get("precision") in TFLITE_STATIC))
             base = dict(variant_id=v.id, root_id=v.root, target=None, threads=None, batch=None,
                         data_sha256=key_data, calib_sha256=calib.sha256, field_sha256=field.sha256,
                         model={"name": v.label, "format": v.format})
-            if v.format == "tflite" and v.config.get("precision") in ("int8-static", "int16x8"):
-                continue  # full-int8 TFLite ranges are not read yet: unknown, not zero
             if not static:
                 self.store.append(new_record("drift", field_clip=0.0, findings=[],
                                              note="no static activation ranges: nothing clips",
@@ -323,15 +409,20 @@ class SweepRunner:
                     self.store.check()
                 self.counts["variants"] = len(variants)
                 self.plan = whole
-                if whole.latency and variants:
+                if (whole.latency or whole.sustained) and variants:
                     by_data: dict[Any, tuple[list[Variant], Dataset | None]] = {}
                     for _mp, _root, vs, ev in groups:
                         key = ev.sha256 if ev is not None else None
                         by_data.setdefault(key, ([], ev))[0].extend(vs)
                     for vs, ev in by_data.values():  # one interleaved run per input data
-                        if vs:
+                        if vs and whole.latency:
                             self.latency(vs, ev)
                     self.store.check()
+                    if whole.sustained:
+                        for vs, ev in by_data.values():
+                            if vs:
+                                self.sustained(vs, ev)
+                        self.store.check()
                 for mp, _root, vs, ev in groups:
                     self.plan = mp
                     if mp.accuracy and ev is not None and vs:

@@ -1,5 +1,5 @@
 """Where models run: the local CPU or a board over SSH, behind one small interface
-(``name``, ``start_worker(label)``, ``stage(path)``, ``cold_start(args)``).
+(``targets.base.Target``: ``name``, ``start_worker``, ``stage``, ``cold_start``, ``close``).
 
 Boards are described by target files (see ``config.py``); ``local`` is built in.
 """
@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from ..errors import EdgeprofError, InputError
+from .base import Target
 from .local import LocalTarget
+
+__all__ = ["Target", "LocalTarget", "get_target", "targets_from_inventory", "run_per_target"]
 
 R = TypeVar("R")
 
@@ -36,6 +39,10 @@ def get_target(name: str = "local", threads_env: dict[str, str] | None = None,
         spec = inventory_target(inventory, name)
     else:
         spec = load_target(name, targets_dir)
+    if spec.labgrid is not None:  # kind = "labgrid": the board behind a place, acquired on use
+        from .labgrid import LabgridTarget
+        return LabgridTarget(spec, accept_new_host_key=accept_new_host_key,
+                             affinity=tuple(affinity) if affinity else None, wait=wait)
     return SshTarget(spec, accept_new_host_key=accept_new_host_key,
                      affinity=tuple(affinity) if affinity else None, wait=wait)
 
@@ -58,10 +65,12 @@ def group_key(target: Any) -> tuple:
     return getattr(target, "group_key", ("local",))
 
 
-def run_per_target(targets: Sequence[Any], fn: Callable[[Any], R]) -> list[R | BaseException]:
-    """``fn(target)`` for every target: different machines at once (one thread each), targets on
-    the same host and port one after another. Results in the order of ``targets``; an
-    exception raised by ``fn`` is returned in its place, so one board never stops the others."""
+def run_per_target(targets: Sequence[Any], fn: Callable[[Any], R],
+                   max_machines: int | None = None) -> list[R | BaseException]:
+    """``fn(target)`` for every target: different machines at once (one thread each, at most
+    ``max_machines`` at a time), targets on the same host and port one after another. Results
+    in the order of ``targets``; an exception raised by ``fn`` is returned in its place, so one
+    board never stops the others."""
     groups: dict[tuple, list[int]] = {}
     for i, t in enumerate(targets):
         groups.setdefault(group_key(t), []).append(i)
@@ -77,7 +86,8 @@ def run_per_target(targets: Sequence[Any], fn: Callable[[Any], R]) -> list[R | B
     if len(groups) == 1:
         run_group(next(iter(groups.values())))
         return out
-    ex = ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="edgeprof-target")
+    ex = ThreadPoolExecutor(max_workers=max(1, min(max_machines or len(groups), len(groups))),
+                            thread_name_prefix="edgeprof-target")
     try:
         for f in [ex.submit(run_group, idx) for idx in groups.values()]:
             f.result()
@@ -146,6 +156,9 @@ def check_target(target: Any) -> dict[str, Any]:
         target.connect()
         report.update(connect_s=target.connect_s, work_dir=target.remote_work_dir,
                       host_key_recorded=target.host_key_recorded)
+        if getattr(spec, "labgrid", None) is not None:  # the address: known once acquired
+            report["address"] = (f"{target.spec.address} (labgrid place {spec.labgrid.place} "
+                                 f"at {spec.labgrid.coordinator})")
     try:
         with target.start_worker("targets check") as w:
             report["env"] = w.request("env")["env"]

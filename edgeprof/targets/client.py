@@ -103,11 +103,57 @@ def _death_reason(transport: Transport) -> str:
     return why + (f": {last}" if last else "")
 
 
-class WorkerClient:
-    """Sends one request at a time and waits for its reply; progress replies go to ``on_progress``.
+class ModelRows:
+    """``load`` and ``predict_rows`` on top of ``request``: the one way the host loads a model
+    and reads its outputs for rows of a staged data file (accuracy, fidelity, pruning,
+    robustness), for one worker (``WorkerClient``) or a group of boards (``ShardedWorker``)."""
 
-    ``load`` and ``predict_rows`` are the one way the host loads a model and reads its outputs
-    for rows of a staged data file (accuracy, fidelity, pruning, robustness)."""
+    def request(self, cmd: str, **args: Any) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load(self, path: str | Path, *, threads: int = 1, batch: int | None = None,
+             npz: str | None = None, spec: dict[str, Any] | None = None,
+             **extra: Any) -> dict[str, Any]:
+        """Load a model file already on the worker's machine (``batch`` None: the model's own;
+        ``npz``: the staged data file whose rows feed it). Returns the worker's reply."""
+        args = dict(extra, path=str(path), threads=threads, batch=batch, spec=spec)
+        if npz is not None:
+            args["inputs"] = {"npz": npz}
+        reply = self.request("load", **args)
+        self._row_bytes = _row_bytes(reply.get("outputs") or [])
+        return reply
+
+    def predict_rows(self, npz: str, stop: int, *, start: int = 0, batch: int = 64,
+                     spec: dict[str, Any] | None = None,
+                     reply_max_bytes: int | None = None) -> dict[str, Any]:
+        """Every output of the loaded model, by name, for rows [start, stop) of a staged npz.
+        Rows go in requests whose replies stay under ``reply_max_bytes``, sized from the output
+        shapes ``load`` reported (when a shape is dynamic, the first batch tells the bytes per
+        row)."""
+        import numpy as np
+
+        from .worker import decode_array
+
+        reply_max_bytes = reply_max_bytes or REPLY_MAX_BYTES
+
+        def rows_for(per_row: int) -> int:  # base64 JSON is 4/3 of the bytes
+            return max(batch, (reply_max_bytes * 3 // 4) // max(1, per_row) // batch * batch)
+        known = getattr(self, "_row_bytes", None)
+        parts: dict[str, list] = {}
+        i, rows = start, (rows_for(known) if known else batch)
+        while i < stop:
+            j = min(i + rows, stop)
+            out = self.request("predict", npz=npz, start=i, stop=j, batch=batch, spec=spec)
+            arrays = {k: decode_array(a) for k, a in out["outputs"].items()}
+            for k, a in arrays.items():
+                parts.setdefault(k, []).append(a)
+            rows = rows_for(known or sum(a.nbytes for a in arrays.values()) // max(1, j - i))
+            i = j
+        return {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
+
+
+class WorkerClient(ModelRows):
+    """Sends one request at a time and waits for its reply; progress replies go to ``on_progress``."""
 
     def __init__(self, transport: Transport, label: str = "worker"):
         self.transport = transport
@@ -151,44 +197,6 @@ class WorkerClient:
             if reply.get("status") == "error":
                 raise WorkerError(f"{self.label}: {reply.get('error', 'unknown error')}")
             return reply
-
-    def load(self, path: str | Path, *, threads: int = 1, batch: int | None = None,
-             npz: str | None = None, spec: dict[str, Any] | None = None,
-             **extra: Any) -> dict[str, Any]:
-        """Load a model file already on the worker's machine (``batch`` None: the model's own;
-        ``npz``: the staged data file whose rows feed it). Returns the worker's reply."""
-        args = dict(extra, path=str(path), threads=threads, batch=batch, spec=spec)
-        if npz is not None:
-            args["inputs"] = {"npz": npz}
-        reply = self.request("load", **args)
-        self._row_bytes = _row_bytes(reply.get("outputs") or [])
-        return reply
-
-    def predict_rows(self, npz: str, stop: int, *, start: int = 0, batch: int = 64,
-                     spec: dict[str, Any] | None = None,
-                     reply_max_bytes: int = REPLY_MAX_BYTES) -> dict[str, Any]:
-        """Every output of the loaded model, by name, for rows [start, stop) of a staged npz.
-        Rows go in requests whose replies stay under ``reply_max_bytes``, sized from the output
-        shapes ``load`` reported (when a shape is dynamic, the first batch tells the bytes per
-        row)."""
-        import numpy as np
-
-        from .worker import decode_array
-
-        def rows_for(per_row: int) -> int:  # base64 JSON is 4/3 of the bytes
-            return max(batch, (reply_max_bytes * 3 // 4) // max(1, per_row) // batch * batch)
-        known = getattr(self, "_row_bytes", None)
-        parts: dict[str, list] = {}
-        i, rows = start, (rows_for(known) if known else batch)
-        while i < stop:
-            j = min(i + rows, stop)
-            out = self.request("predict", npz=npz, start=i, stop=j, batch=batch, spec=spec)
-            arrays = {k: decode_array(a) for k, a in out["outputs"].items()}
-            for k, a in arrays.items():
-                parts.setdefault(k, []).append(a)
-            rows = rows_for(known or sum(a.nbytes for a in arrays.values()) // max(1, j - i))
-            i = j
-        return {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
 
     def close(self) -> None:
         if not self.closed:

@@ -13,9 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from pydantic import ConfigDict
+
 from ..errors import InputError
+from ..validate import Strict
 
 RUNTIMES = ("onnxruntime", "litert")
+KINDS = ("ssh", "labgrid")  # labgrid: the board behind a place of a labgrid coordinator
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -39,9 +43,16 @@ class TargetSpec:
     description: str = ""
     connect_timeout_s: float = 10.0
     run_timeout_s: float = 300.0
+    # an external meter read on the HOST during sustained runs: an argument list (no shell)
+    # whose output's last line is watts, e.g. ["um34c-read", "--watts"]
+    energy_command: tuple[str, ...] | None = None
+    labgrid: Any = None                   # kind = "labgrid": a labgrid.LabgridPlace; host is
+                                          # then read from the place once acquired
 
     @property
     def address(self) -> str:
+        if not self.host and self.labgrid is not None:
+            return f"labgrid place {self.labgrid.place} at {self.labgrid.coordinator}"
         user = f"{self.user}@" if self.user else ""
         return f"{user}{self.host}" + (f":{self.port}" if self.port else "")
 
@@ -74,7 +85,8 @@ def parse_cpus(text: Any, where: str) -> tuple[int, ...]:
 
 _KEYS = {"name", "description", "host", "port", "user", "identity_file", "known_hosts",
          "ssh_config", "python", "work_dir", "runtime", "threads", "affinity", "env",
-         "connect_timeout_s", "run_timeout_s"}
+         "connect_timeout_s", "run_timeout_s", "energy_command"}
+_FILE_KEYS = _KEYS | {"kind", "coordinator", "place", "resource"}  # target files only
 
 
 def _local_path(value: Any, where: str, base: Path) -> Path:
@@ -82,6 +94,36 @@ def _local_path(value: Any, where: str, base: Path) -> Path:
         raise InputError(f"{where}: expected a file path")
     p = Path(os.path.expanduser(value))
     return p if p.is_absolute() else (base / p)
+
+
+class TargetFile(Strict):
+    """The keys of a target file (values are checked with their context in spec_from_dict,
+    which an inventory's host variables go through too)."""
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    name: Any = None
+    description: Any = None
+    kind: Any = None
+    host: Any = None
+    port: Any = None
+    user: Any = None
+    identity_file: Any = None
+    known_hosts: Any = None
+    ssh_config: Any = None
+    python: Any = None
+    work_dir: Any = None
+    runtime: Any = None
+    threads: Any = None
+    affinity: Any = None
+    env: Any = None
+    connect_timeout_s: Any = None
+    run_timeout_s: Any = None
+    energy_command: Any = None
+    coordinator: Any = None
+    place: Any = None
+    resource: Any = None
+
+
+assert set(TargetFile.model_fields) == _FILE_KEYS
 
 
 def load_target_file(path: Path) -> TargetSpec:
@@ -96,9 +138,8 @@ def load_target_file(path: Path) -> TargetSpec:
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML: {exc}")
     name = path.name[:-len(".toml")] if path.name.endswith(".toml") else path.stem
-    unknown = sorted(set(raw) - _KEYS)
-    if unknown:
-        raise InputError(f"{path}: {unknown[0]}: unknown key (known: {', '.join(sorted(_KEYS))})")
+    from ..validate import check
+    check(TargetFile, raw, str(path))  # the keys; their values are checked in spec_from_dict
     if "name" in raw and raw["name"] != name:
         raise InputError(f"{path}: name: {raw['name']!r} must match the file name ({name!r})")
     return spec_from_dict(raw, name, path)
@@ -132,8 +173,21 @@ def spec_from_dict(raw: dict[str, Any], name: str, source: Path, origin: str | N
     if not _NAME.fullmatch(name) or name == "local":
         raise InputError(f"{origin}: {name!r} cannot name a target (letters, digits, . _ -; "
                          "'local' is built in)")
+    kind = text("kind", "ssh")
+    if kind not in KINDS:
+        raise InputError(f"{where('kind')}: {kind!r} is not one of {', '.join(KINDS)}")
+    labgrid = None
+    if kind == "labgrid":
+        from .labgrid import place_from_dict  # the labgrid package itself loads on connect
+        labgrid = place_from_dict(raw, where)
+    else:
+        for key in ("coordinator", "place", "resource"):
+            if key in raw:
+                raise InputError(f"{where(key)}: only for kind = \"labgrid\"")
     host = text("host")
-    if not host or not host.strip() or any(c.isspace() for c in host) or host.startswith("-"):
+    if kind == "labgrid" and host is None:
+        host = ""  # from the place's NetworkService once acquired
+    elif not host or not host.strip() or any(c.isspace() for c in host) or host.startswith("-"):
         raise InputError(f"{where('host')}: required: a host name, address or ~/.ssh/config alias")
     port = raw.get("port")
     if port is not None and (isinstance(port, bool) or not isinstance(port, int)
@@ -172,6 +226,14 @@ def spec_from_dict(raw: dict[str, Any], name: str, source: Path, origin: str | N
             raise InputError(f"{where('env.' + k)}: not a valid environment variable name")
         if not isinstance(v, (str, int, float)) or isinstance(v, bool):
             raise InputError(f"{where('env.' + k)}: expected a string")
+    energy_command = raw.get("energy_command")
+    if energy_command is not None:
+        if not isinstance(energy_command, list) or not energy_command or not all(
+                isinstance(a, str) and a.strip() for a in energy_command):
+            raise InputError(f"{where('energy_command')}: expected an argument list run on this "
+                             "host without a shell, such as [\"/usr/local/bin/meter\", "
+                             "\"--watts\"], whose last output line is watts")
+        energy_command = tuple(energy_command)
     base = Path(source).parent if base is None else base
     return TargetSpec(
         name=name, host=host, source=Path(source), port=port, user=user,
@@ -185,7 +247,8 @@ def spec_from_dict(raw: dict[str, Any], name: str, source: Path, origin: str | N
         threads=threads, affinity=affinity, env={k: str(v) for k, v in env.items()},
         description=text("description", "") or "",
         connect_timeout_s=number("connect_timeout_s", 10.0, 0.1, 600.0),
-        run_timeout_s=number("run_timeout_s", 300.0, 1.0, 86400.0))
+        run_timeout_s=number("run_timeout_s", 300.0, 1.0, 86400.0), labgrid=labgrid,
+        energy_command=energy_command)
 
 
 def search_dirs(targets_dir: str | Path | None = None) -> list[Path]:

@@ -10,11 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WorkerError
+from .base import Closing
 from .client import WORKER_PATH, WorkerClient, start_local_worker
 
 
-class LocalTarget:
+class LocalTarget(Closing):
+    """Holds nothing between calls: ``close`` has nothing to release."""
     name = "local"
+
+    def close(self) -> None:
+        pass
 
     def __init__(self, python: str | None = None, env: dict[str, str] | None = None):
         self.python = python or sys.executable

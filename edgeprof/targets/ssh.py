@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Awaitable, TypeVar
 
 from ..errors import WorkerError
+from .base import Closing
 from .client import WORKER_PATH, WorkerClient
 from .config import TargetSpec
 
@@ -236,7 +237,7 @@ def _why(exc: BaseException | None) -> str:
 # The target
 # --------------------------------------------------------------------------------------------
 
-class SshTarget:
+class SshTarget(Closing):
     """A board described by a target file. Connects on first use; ``close()`` when done."""
 
     def __init__(self, spec: TargetSpec, accept_new_host_key: bool = False,
@@ -484,6 +485,11 @@ class SshTarget:
             return await conn.create_process(command, encoding=None)
         except (asyncssh.Error, OSError) as exc:
             raise self._err(f"cannot start a remote process: {_why(exc)}")
+
+    def alive(self) -> bool:
+        """Whether the connection is still up (False once sshd, the network or the board went
+        away, or after a failure that is remembered)."""
+        return self._fatal is None and bool(self._conns) and not self._conns[0].is_closed()
 
     def abort(self) -> None:
         """Close for good (Ctrl-C): what is still running fails at once and nothing reconnects."""

@@ -915,12 +915,15 @@ class Worker:
         n = int(req.get("n", 1))
         if n < 1:
             raise WorkerFault("round needs n >= 1")
-        before = snapshot(self.sysfs_root)
+        # snapshots=False: no sensor reads around this round (the unsampled half of a sustained
+        # run's alternation, which measures what sampling costs)
+        sample = req.get("snapshots", True)
+        before = snapshot(self.sysfs_root) if sample else None
         if self.batch_loop == 1:
             ns = rt.timed_loop(n)
         else:
             ns = [sum(rt.timed_loop(self.batch_loop)) for _ in range(n)]
-        after = snapshot(self.sysfs_root)
+        after = snapshot(self.sysfs_root) if sample else None
         reply = {"samples_s": [v * 1e-9 for v in ns], "before": before, "after": after}
         if rt.io_timed_apart and req.get("io_runs", 0):
             reply["io_samples_s"] = [v * 1e-9 for v in rt.io_loop(int(req["io_runs"]))]

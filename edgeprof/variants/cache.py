@@ -1,7 +1,9 @@
 """The variant cache (conventions: Models, variants, cache).
 
 Layout under the cache root: ``variants/<id>/`` holds the model file and ``variant.json``;
-``tools/<name>-<version>/`` isolated tool environments; ``data/<sha256>/`` derived data. Writes
+``tools/<name>-<version>/`` isolated tool environments; ``data/<sha256>/`` derived data;
+``calibration/<key>/`` activation ranges and ``preprocessed/<key>/`` quantization pre-processed
+graphs, each shared by every variant built from the same inputs (see :class:`Derived`). Writes
 are atomic: a variant is built in a temporary folder beside its final place and renamed, so a
 crash never leaves half an entry.
 """
@@ -334,3 +336,56 @@ class Cache:
                     label=Path(ref.name).stem, input_spec=input_spec,
                     source=source or str(ref.path))
         return self.commit(stage, v)
+
+
+def root_of(v: Variant) -> Path | None:
+    """The cache root holding a committed variant (None for one outside a cache)."""
+    if v.dir is None or v.dir.parent.name != "variants":
+        return None
+    return v.dir.parent.parent
+
+
+class Derived:
+    """One file per key under ``<root>/<kind>/<key>/``, with its sha256 beside it: intermediate
+    results that several variants share (activation ranges, pre-processed graphs). Written
+    atomically (a folder renamed into place); a file whose bytes no longer match is discarded."""
+
+    def __init__(self, root: Path, kind: str):
+        self.dir = Path(root) / kind
+
+    def get(self, key: str, name: str) -> Path | None:
+        f, s = self.dir / key / name, self.dir / key / "sha256"
+        if not (f.is_file() and s.is_file()):
+            return None
+        if file_sha256(f) != s.read_text().strip():
+            log.warning("cached %s %s is damaged (sha256 differs); computing it again",
+                        self.dir.name, key[:12])
+            self.discard(key)
+            return None
+        return f
+
+    def discard(self, key: str) -> None:
+        trash = self.dir / f".damaged-{key}-{os.getpid()}"
+        try:
+            os.rename(self.dir / key, trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def put(self, key: str, src: Path, name: str) -> Path:
+        """Store a copy of ``src``; when another process stored the key first, theirs stays."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for d in self.dir.glob(".staging-*"):
+            owner = d.name.split("-")[1]
+            if owner.isdigit() and not _pid_alive(int(owner)):
+                shutil.rmtree(d, ignore_errors=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".staging-{os.getpid()}-", dir=self.dir))
+        try:
+            shutil.copyfile(src, stage / name)
+            (stage / "sha256").write_text(file_sha256(stage / name))
+            os.rename(stage, self.dir / key)
+        except OSError:
+            shutil.rmtree(stage, ignore_errors=True)
+            if not (self.dir / key / name).is_file():
+                raise
+        return self.dir / key / name

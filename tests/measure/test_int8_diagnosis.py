@@ -21,9 +21,9 @@ PI4 = {"cpu_model": "Cortex-A72", "machine": "aarch64",
 
 def rows_and_records(env, int8_p50=(240e-6, 238e-6, 242e-6), agreement=0.95):
     root = {"variant_id": "r", "root_id": "r", "target": "t", "label": "m", "format": "onnx",
-            "p50_s": 134e-6, "p50_ci": [133e-6, 135e-6]}
+            "p50_s": 134e-6, "p50_ci_s": [133e-6, 135e-6]}
     q = {"variant_id": "q", "root_id": "r", "target": "t", "label": "m int8-static qdq per-channel",
-         "format": "onnx", "p50_s": int8_p50[0], "p50_ci": list(int8_p50[1:]),
+         "format": "onnx", "p50_s": int8_p50[0], "p50_ci_s": list(int8_p50[1:]),
          "top1_agreement": agreement}
     recs = [{"kind": "latency", "variant_id": v, "target": "t", "env": env,
              "model": {"path": f"/nonexistent/{v}.onnx", "format": "onnx"}} for v in ("r", "q")]

@@ -96,3 +96,22 @@ def test_html_renders_every_plot_in_chromium(report_dir, tmp_path):
     console_errors = [ln for ln in res.stderr.splitlines()
                       if "CONSOLE" in ln and ("error" in ln.lower() or "uncaught" in ln.lower())]
     assert console_errors == []
+
+
+def test_index_html_shows_the_spread_of_a_group_of_boards_escaped():
+    """Latency of one model on two boards of an inventory group: the HTML report has the
+    boards-of-a-group table (median, spread, per board), every name escaped."""
+    from edgeprof.report.write import index_html
+    from edgeprof.results import new_record
+    from edgeprof.sweeps.decide import decide_records
+
+    def lat(board, p50):
+        return new_record("latency", variant_id="v", root_id="v", target=board, threads=1,
+                          batch=1, data_sha256=None, model={"name": "m<b>.onnx", "model_bytes": 10},
+                          samples_s=[p50] * 5, target_group="pi4",
+                          stats={"p50_s": p50, "p50_ci_s": [p50 * .99, p50 * 1.01], "p90_s": p50,
+                                 "p99_s": p50, "p99_ci_s": None, "n": 5})
+    recs = [lat("b1", 1e-3), lat("b2", 1.2e-3)]
+    html = index_html("t", decide_records(recs), recs, Path("."), [])
+    assert "Boards of a group" in html and "m&lt;b&gt;.onnx" in html and "<b>.onnx" not in html
+    assert "b1 1 ms, b2 1.2 ms" in html and "200 us (18.2%)" in html

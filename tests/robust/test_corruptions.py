@@ -19,8 +19,9 @@ from scipy import stats
 from edgeprof.cli import cli
 from edgeprof.errors import InputError, NotApplicable
 from edgeprof.robust import _blur, _ops, _weather, tabular
-from edgeprof.robust.corruptions import (CORRUPTIONS, DETERMINISTIC, PARAMS, corrupt, spatial_scale,
-                                             to_float, to_uint8)
+from edgeprof.robust import corruptions as corruptions_module
+from edgeprof.robust.corruptions import (CORRUPTIONS, DETERMINISTIC, PARAMS, corrupt, corrupt_uint8,
+                                             spatial_scale, to_float, to_uint8)
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "corruptions" / "reference.npz"
 ROUNDING = 0.0012  # mean |error| of 8-bit rounding (0.00098) plus float32 slack
@@ -378,6 +379,100 @@ def test_noise_statistics_follow_the_published_parameters(sev):
     assert np.all((y == 0) | (y == 1) | (y == 0.5))
 
 
+# -- the uint8 path, blocks and threads -------------------------------------------------------------
+
+# corrupt_uint8 draws these from their own 8-bit paths; every other one equals the float path bit for bit
+U8_OWN = {"jpeg_compression", "pixelate", "shot_noise", "gaussian_noise", "speckle_noise"}
+
+
+@pytest.fixture()
+def small_blocks(monkeypatch):
+    """Blocks of 2 images for 32x32 RGB, so that a batch of 5 runs as 3 blocks on the thread pool."""
+    monkeypatch.setattr(corruptions_module, "BLOCK_VALUES", 2 * 32 * 32 * 3)
+    monkeypatch.setenv("EDGEPROF_THREADS", "3")
+
+
+def _batch(ref, n=5):
+    rgb = ref["clean_rgb"][::2, ::2]  # 32x32
+    views = [rgb, rgb[::-1], rgb[:, ::-1], np.swapaxes(rgb, 0, 1), rgb[::-1, ::-1]]
+    return np.stack([np.ascontiguousarray(views[i % 5]) for i in range(n)])
+
+
+def test_uint8_path_equals_the_float_path(ref, small_blocks):
+    x = _batch(ref)
+    for name in CORRUPTIONS:
+        ours = corrupt_uint8(x, name, 3, seed=5)
+        assert ours.dtype == np.uint8 and ours.shape == x.shape
+        via_float = to_uint8(corrupt(to_float(x), name, 3, seed=5))
+        diff = np.abs(ours.astype(int) - via_float)
+        if name in ("gaussian_noise", "speckle_noise"):  # same draws in 0-255 units: a rare tie apart
+            assert diff.max() <= 1 and np.mean(diff > 0) < 1e-3, name
+        elif name == "pixelate":  # PIL rounds its intermediate to 8 bits, the float path does not
+            assert diff.max() <= 1, name
+        elif name not in U8_OWN:
+            assert diff.max() == 0, name
+
+
+def test_uint8_jpeg_and_pixelate_are_the_reference_bit_for_bit(ref):
+    x = ref["clean_rgb"][None]
+    for name in ("jpeg_compression", "pixelate"):
+        for sev in range(1, 6):
+            assert np.array_equal(corrupt_uint8(x, name, sev, spatial_scale=1.0)[0], ref[f"rgb__{name}__{sev}"])
+
+
+def test_results_do_not_depend_on_the_thread_count(ref, small_blocks, monkeypatch):
+    x = _batch(ref)
+    for name in RANDOM:
+        monkeypatch.setenv("EDGEPROF_THREADS", "1")
+        one = corrupt(to_float(x), name, 2, seed=9), corrupt_uint8(x, name, 2, seed=9)
+        monkeypatch.setenv("EDGEPROF_THREADS", "3")
+        three = corrupt(to_float(x), name, 2, seed=9), corrupt_uint8(x, name, 2, seed=9)
+        assert np.array_equal(one[0], three[0]) and np.array_equal(one[1], three[1]), name
+        # blocks draw independently: the blocks of identical images differ
+        if name != "frost":  # frost's random crop can coincide on a 32 px image
+            same = corrupt(np.repeat(to_float(x[:1]), 5, axis=0), name, 2, seed=9)
+            assert not np.array_equal(same[0], same[2]), name
+
+
+def test_a_seed_sequence_is_not_consumed(ref, small_blocks):
+    x = to_float(_batch(ref))
+    ss = np.random.SeedSequence([4, 2])
+    a = corrupt(x, "gaussian_noise", 1, seed=ss)
+    assert ss.n_children_spawned == 0
+    assert np.array_equal(a, corrupt(x, "gaussian_noise", 1, seed=ss))
+    assert np.array_equal(a, corrupt(x, "gaussian_noise", 1, seed=np.random.SeedSequence([4, 2])))
+
+
+@pytest.mark.parametrize("sev", [1, 3, 5])
+def test_uint8_shot_noise_follows_the_poisson_law(sev):
+    """The alias tables draw clip(Poisson(c x) / c, 0, 1) exactly: spread and mean at two grey levels."""
+    lam = PARAMS["shot_noise"][sev - 1]
+    for level in (64, 200):
+        x = np.full((8, 64, 64, 3), level, np.uint8)
+        y = corrupt_uint8(x, "shot_noise", sev, seed=sev).astype(np.float64)
+        k = np.arange(0, 400)
+        pmf = stats.poisson.pmf(k, level / 255 * lam)
+        vals = np.floor(np.minimum(k / lam, 1.0) * 255 + 0.5)
+        mean = float((pmf * vals).sum())
+        std = float(np.sqrt((pmf * (vals - mean) ** 2).sum()))
+        assert abs(y.mean() - mean) <= 5 * std / np.sqrt(y.size)
+        assert y.std() == pytest.approx(std, rel=0.015)
+        assert set(np.unique(y)) <= set(vals[pmf > 0])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((1, 16, 16, 3), np.float32), "uint8"), (np.zeros((16, 16, 3), np.uint8), "NHWC"),
+    (np.zeros((1, 6, 16, 1), np.uint8), "at least 8x8"),
+])
+def test_uint8_path_bad_input_is_one_line(bad, match):
+    with pytest.raises(InputError, match=match) as err:
+        corrupt_uint8(bad, "fog", 1)
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="severity"):
+        corrupt_uint8(np.zeros((1, 16, 16, 3), np.uint8), "fog", 7)
+    assert corrupt_uint8(np.zeros((0, 16, 16, 3), np.uint8), "fog", 1).shape == (0, 16, 16, 3)
+
+
 # -- non-image inputs -------------------------------------------------------------------------------
 
 
@@ -506,3 +601,16 @@ def test_fixture_records_its_reference_environment(ref):
     assert FIXTURE.stat().st_size < 2 * 2 ** 20
     buf = io.BytesIO()  # every array loads without pickle
     np.savez(buf, **ref)
+
+
+def test_benchmark_reference_environment_pins_the_fixture_versions(ref):
+    """`make bench` builds the reference from these pins: the versions that wrote the fixtures."""
+    from edgeprof import tools
+
+    spec = tools.REFERENCES["imagecorruptions"]
+    pins = dict(a.lower().split("==") for step in spec.steps for a in step if "==" in a)
+    versions = json.loads(str(ref["versions"]))
+    for package in ("imagecorruptions", "numpy", "scipy", "scikit-image", "pillow", "opencv-python-headless"):
+        assert pins[package] == versions[package], package
+    assert "imagecorruptions" not in tools.TOOLS  # not a user-facing `edgeprof tools` entry
+    assert tools.tool_env("imagecorruptions", Path("/nonexistent")).dir.name == "imagecorruptions-1.1.2"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -20,7 +19,7 @@ from edgeprof.measure.accuracy import predict, top1
 from edgeprof.models import open_model
 from edgeprof.results import ResultStore, read_records
 from edgeprof.robust.datasets import DataCache, corrupted_set, image_set
-from edgeprof.robust.evaluate import RobustnessConfig, evaluate_robustness, sweep_robustness
+from edgeprof.robust.evaluate import RobustnessConfig, evaluate_robustness
 from edgeprof.targets import get_target
 from edgeprof.targets.worker import apply_input_spec, decode_array, encode_array
 from edgeprof.variants.cache import Cache
@@ -159,27 +158,45 @@ def test_unlabelled_data_gives_agreement_and_drift(data, baseline, variant, tmp_
     assert 0 < rec["output_drift"]["per_corruption"]["contrast"]["3"] <= 1
 
 
-def test_sweep_hook_writes_records_reports_failures_and_resumes(tmp_path, data):
+def sweep_runner(tmp_path, measure: str, cache_dir):
+    """A real SweepRunner on a one-model sweep file whose [measure] table is ``measure``."""
+    from edgeprof.sweeps.plan import load_plan
+    from edgeprof.sweeps.runner import SweepRunner
+    f = tmp_path / "s.toml"
+    f.write_text(f'[model]\npath = "{P["onnx"]}"\npreprocess = "{P["preprocess"]}"\n'
+                 f"[measure]\n{measure}\n")
+    fracs = []
+    runner = SweepRunner(load_plan(f, tmp_path / "out"), Cache(cache_dir),
+                         progress=lambda d, frac: fracs.append(frac))
+    return runner, fracs
+
+
+def test_sweep_robustness_phase_writes_records_reports_failures_and_resumes(tmp_path, data):
+    """The sweep's robustness phase calls the library's evaluate_robustness (no private hook)."""
     cache = Cache(tmp_path / "cache")
     root = cache.register_root(open_model(P["onnx"]), input_spec=SPEC.to_dict())
-    errors = []
-    plan = SimpleNamespace(robustness={"corruptions": "contrast", "severities": [1, 3], "limit": 100},
-                           attacks={"square": {"eps": ["8/255"], "queries": 5, "limit": 20},
-                                    "fgsm": {"eps": ["2/255"]}},
-                           targets=["local"], torch_factory=None, torch_weights=None)
-    runner = SimpleNamespace(plan=plan, cache=cache, store=ResultStore(tmp_path / "results.jsonl"),
-                             counts={"skipped": 0}, _target=lambda name: get_target(name),
-                             _error=lambda phase, what, exc, v=None, t=None: errors.append((what, str(exc))))
-    fracs = []
-    n = sweep_robustness(runner, [root], data, tmp_path, lambda d, f: fracs.append(f))
-    assert n == 1
-    assert errors and "transfer attacks" in errors[0][0] and "--torch" in errors[0][1]
-    rec = [r for r in read_records(tmp_path / "results.jsonl") if r["kind"] == "robustness"][0]
+    measure = ('robustness = { corruptions = "contrast", severities = [1, 3], limit = 100 }\n'
+               'attacks = { square = { eps = ["8/255"], queries = 5, limit = 20 }, '
+               'fgsm = { eps = ["2/255"] } }')
+    runner, fracs = sweep_runner(tmp_path, measure, tmp_path / "cache")
+    try:
+        runner.robustness([root], data, tmp_path)
+    finally:
+        runner.store.release()
+    assert runner.counts["robustness"] == 1
+    recs = list(read_records(runner.results_path))
+    errors = [r for r in recs if r["kind"] == "error"]
+    assert errors and "transfer attacks" in errors[0]["model"]["name"] and "--torch" in errors[0]["error"]
+    rec = [r for r in recs if r["kind"] == "robustness"][0]
     assert rec["variant_id"] == root.id and rec["baseline_id"] == root.id
     assert rec["attacks"]["square"]["8/255"]["n"] == 20 and rec["severities"] == [1, 3]
-    assert fracs == sorted(fracs) and fracs[-1] == 1.0
-    assert sweep_robustness(runner, [root], data, tmp_path, lambda d, f: None) == 0
-    assert runner.counts["skipped"] == 1
+    assert fracs == sorted(fracs)
+    again, _ = sweep_runner(tmp_path, measure, tmp_path / "cache")
+    try:
+        again.robustness([root], data, tmp_path)
+    finally:
+        again.store.release()
+    assert again.counts["robustness"] == 0 and again.counts["skipped"] == 1
 
 
 def run_cli(*args: str):
@@ -246,14 +263,20 @@ def test_cli_bad_input_is_one_line(case, tmp_path):
 
 
 def test_large_replies_are_split_into_several_requests(data, baseline, tmp_path, monkeypatch):
-    from edgeprof.robust import evaluate as ev
+    from edgeprof.targets import client
 
     cfg = RobustnessConfig(corruptions=[], limit=600)
     whole = evaluate_robustness([baseline], data, cfg, cache_dir=tmp_path, baseline=baseline)
-    monkeypatch.setattr(ev, "REPLY_MAX_BYTES", 250 * 10 * 4)  # one batch of 250 rows per reply
+    # 10 logits per row (40 bytes): about 190 rows per reply, so one batch of 250 per request
+    monkeypatch.setattr(client, "REPLY_MAX_BYTES", 250 * 10 * 4)
     sent = []
-    orig = ev._Run._request
-    monkeypatch.setattr(ev._Run, "_request", lambda self, w, **a: sent.append(a) or orig(self, w, **a))
+    orig = client.WorkerClient.request
+
+    def counted(self, cmd, **a):
+        if cmd == "predict":
+            sent.append(a)
+        return orig(self, cmd, **a)
+    monkeypatch.setattr(client.WorkerClient, "request", counted)
     split = evaluate_robustness([baseline], data, cfg, cache_dir=tmp_path, baseline=baseline)
     assert [(a["start"], a["stop"]) for a in sent] == [(0, 250), (250, 500), (500, 600)]
     assert split.records[0]["clean_accuracy"] == whole.records[0]["clean_accuracy"]

@@ -15,7 +15,7 @@ from edgeprof.sweeps.recommend import parse_requirements, recommend
 
 
 def pt(vid, p50, ci, acc=None, acc_ci=None, rss=100, size=1000, mca=None):
-    return {"variant_id": vid, "target": "local", "label": vid, "p50_s": p50, "p50_ci": ci,
+    return {"variant_id": vid, "target": "local", "label": vid, "p50_s": p50, "p50_ci_s": ci,
             "n_latency": 100, "accuracy": acc, "accuracy_ci": acc_ci, "peak_rss_bytes": rss,
             "model_bytes": size, "mean_corruption_accuracy": mca}
 
@@ -172,3 +172,47 @@ def test_one_recommendation_per_target():
     dec = decide(recs, plan, None)
     assert {t: r["chosen"] for t, r in dec["recommendations"].items()} == {"pi4": "y", "laptop": "x"}
     assert dec["recommendation"]["target"] == "pi4"
+
+
+# ---- a task metric drives the corruption columns, drops and frontier ----------------------
+
+def _rob(vid, score, ci, metric="mae"):
+    return new_record("robustness", variant_id=vid, root_id="root", target="local", threads=1,
+                      batch=None, data_sha256="d", model={"name": vid}, n=100, metric=metric,
+                      higher_is_better=False, mean_corruption_accuracy=None,
+                      mean_corruption_score=score, mean_corruption_score_ci=ci)
+
+
+def test_a_task_metric_robustness_gives_corruption_scores_and_drops():
+    from edgeprof.report.write import _corr, _corr_drop, corr_name
+    from edgeprof.sweeps.decide import decide_records
+    recs = []
+    for vid, p50, mae, ci in (("root", 2e-3, 0.10, [0.09, 0.11]),
+                              ("fast", 1e-3, 0.30, [0.28, 0.32])):
+        lat = _lat([p50] * 50, name=vid, vid=vid)
+        lat["root_id"] = "root"
+        lat["stats"].update(p50_ci_s=[p50 * 0.99, p50 * 1.01], p99_s=p50, p99_ci_s=None, n=50)
+        recs += [lat, _rob(vid, mae, ci)]
+    dec = decide_records(recs)
+    rows = {r["variant_id"]: r for r in dec["rows"]}
+    assert rows["fast"]["mean_corruption_score"] == 0.30
+    # mae: lower is better, so 0.10 -> 0.30 is 0.20 worse
+    assert rows["fast"]["corruption_drop"] == pytest.approx(0.20)
+    assert ("mean_corruption_score", "min") in [tuple(o) for o in dec["frontier"]["local"]["objectives"]]
+    # faster but clearly worse under corruption: both stay on the frontier
+    assert set(dec["frontier"]["local"]["frontier"]) == {"root", "fast"}
+    assert corr_name(dec["rows"]) == "corruption mae"
+    assert _corr(rows["fast"]) == "0.3" and _corr_drop(rows["fast"]) == "+0.2"
+
+
+def test_top1_agreement_of_one_head_of_a_multi_head_model_is_not_used():
+    """The argmax of a box-regression head is no class: only the named head's agreement counts."""
+    from edgeprof.sweeps.rows import fidelity_summary
+    rec = {"vs_root": {"boxes": {"top1_agreement": 0.90, "sqnr_db": 30.0, "n": 10},
+                       "prob": {"top1_agreement": 0.99, "sqnr_db": 40.0, "n": 10}}}
+    assert fidelity_summary(rec)["top1_agreement"] is None
+    assert fidelity_summary(rec)["sqnr_db"] == 30.0
+    named = fidelity_summary(rec, "prob")
+    assert named["top1_agreement"] == 0.99 and named["fidelity_output"] == "prob"
+    single = {"vs_root": {"logits": {"top1_agreement": 0.95, "sqnr_db": 20.0, "n": 10}}}
+    assert fidelity_summary(single)["top1_agreement"] == 0.95

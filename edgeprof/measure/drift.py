@@ -9,6 +9,16 @@ actually quantized (kept in the variant folder as ``preprocessed.onnx``) is run 
 added as outputs, on calibration rows and on field rows, and the values that fall more than half a
 quantization step outside the range are counted (half a step: what rounding alone would cost).
 
+Full-integer TFLite (int8-static, int16x8) is read the same way: each integer activation tensor's
+range comes from its own scale and zero point (the dtype's whole code range), and its values from
+the float32 TFLite model of the same converter run (onnx2tf quantizes that very graph, so the
+tensors carry the same names and shapes) run through LiteRT with preserved intermediate tensors
+(``experimental_preserve_all_tensors``, built-in kernels), fed the rows as the converter
+calibrated on them (NHWC float32 through the InputSpec). Saturation codes in the integer model itself are not the measure: a code at qmax may
+be a value just inside the range, a ReLU's zeros sit at qmin, and errors of earlier layers add in.
+The integer model runs through the worker's own LiteRT runtime (inputs quantized, outputs
+dequantized with the model's parameters) for its top-1 agreement with the ONNX root.
+
 The baseline is a held-out split of the calibration file (the rows after the variant's
 ``calib_rows``) where it has one, else the calibration rows themselves (the record says which):
 fresh rows of the calibration distribution clip a little too, so findings compare with it under
@@ -27,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import Dataset, load_npz, row_hashes
-from .errors import InputError
+from ..data import Dataset, load_npz, row_hashes
+from ..errors import InputError
 
 #: findings' thresholds (stated in every message and in the record)
 THRESHOLDS: dict[str, float] = {
@@ -47,8 +57,13 @@ THRESHOLDS: dict[str, float] = {
     "input_p": 0.01,
 }
 MIN_HELDOUT_ROWS = 20
+#: TFLite precisions whose activations carry calibrated ranges
+TFLITE_STATIC = ("int8-static", "int16x8")
 TRY_RECALIBRATE = ("recalibrate with field rows (edgeprof quantize --calib FIELD_TRAIN.npz, rows "
                    "disjoint from your evaluation data) or use --calib-method percentile")
+TRY_RECALIBRATE_TFLITE = ("recalibrate with field rows (edgeprof convert MODEL --to tflite "
+                          "--precision int8-static --calib FIELD_TRAIN.npz, rows disjoint from "
+                          "your evaluation data; the TFLite converter calibrates min-max only)")
 _QRANGE = {2: (0, 255), 3: (-128, 127), 4: (0, 65535), 5: (-32768, 32767)}  # onnx elem types
 # QOperator ops: positions of the output's (scale, zero point) among the inputs
 _QOP_OUT = {"QLinearConv": (6, 7), "QLinearMatMul": (6, 7), "QLinearAdd": (6, 7),
@@ -99,7 +114,7 @@ class DriftFinding:
 class DriftResult:
     variant_id: str
     label: str
-    format: str                         # qdq | qoperator
+    format: str                         # qdq | qoperator | tflite int8 | tflite int16x8
     reference_id: str                   # the fp32 model agreement is measured against
     calib: dict[str, Any]
     baseline: dict[str, Any]            # role: held-out | calibration rows; rows, n
@@ -218,6 +233,38 @@ def _channel_view(x: np.ndarray, layout: str | None) -> np.ndarray:
     return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
 
 
+def _count(sc: _Scan, values: dict[str, np.ndarray], measured: dict[str, str],
+           ranges: dict[str, Any]) -> None:
+    """Values more than half a quantization step outside each tensor's range, per tensor."""
+    for qname, fname in measured.items():
+        r = ranges[qname]
+        v = np.asarray(values[fname], dtype=np.float32)
+        half = 0.5 * r["scale"]
+        sc.total[qname] += v.size
+        out = (v < r["lo"] - half) | (v > r["hi"] + half)
+        sc.low[qname] += int(np.count_nonzero(v < r["lo"] - half))
+        sc.high[qname] += int(np.count_nonzero(v > r["hi"] + half))
+        sc.rows_hit[qname] += int(np.count_nonzero(out.reshape(len(out), -1).any(axis=1))
+                                  if v.ndim else out.any())
+        if v.size:
+            sc.vmin[qname] = min(sc.vmin[qname], float(v.min()))
+            sc.vmax[qname] = max(sc.vmax[qname], float(v.max()))
+
+
+def _moments(sc: _Scan, x: np.ndarray, layout: str | None) -> None:
+    """Per-channel sums and per-row mean and std of a model-ready input batch."""
+    x = np.asarray(x, dtype=np.float64)
+    cv = _channel_view(x, layout)
+    sc.ch_sum = cv.sum(axis=1) if sc.ch_sum is None else sc.ch_sum + cv.sum(axis=1)
+    sq = (cv * cv).sum(axis=1)
+    sc.ch_sq = sq if sc.ch_sq is None else sc.ch_sq + sq
+    sc.ch_n += cv.shape[1]
+    flat = x.reshape(len(x), -1)
+    sc.row_mean.append(flat.mean(axis=1))
+    sc.row_std.append(flat.std(axis=1))
+    sc.rows += len(x)
+
+
 def _scan(feeds: list[dict[str, np.ndarray]], probe: Any, probe_names: list[str],
           measured: dict[str, str], ranges: dict[str, Any], int8: Any, ref: Any,
           layout: str | None) -> _Scan:
@@ -226,41 +273,20 @@ def _scan(feeds: list[dict[str, np.ndarray]], probe: Any, probe_names: list[str]
     for batch in feeds:
         values = dict(zip(probe_names, probe.run(probe_names, batch))) if probe_names else {}
         values.update({k: v for k, v in batch.items()})
-        for qname, fname in measured.items():
-            r = ranges[qname]
-            v = np.asarray(values[fname], dtype=np.float32)
-            half = 0.5 * r["scale"]
-            sc.total[qname] += v.size
-            out = (v < r["lo"] - half) | (v > r["hi"] + half)
-            sc.low[qname] += int(np.count_nonzero(v < r["lo"] - half))
-            sc.high[qname] += int(np.count_nonzero(v > r["hi"] + half))
-            sc.rows_hit[qname] += int(np.count_nonzero(out.reshape(len(out), -1).any(axis=1))
-                                      if v.ndim else out.any())
-            if v.size:
-                sc.vmin[qname] = min(sc.vmin[qname], float(v.min()))
-                sc.vmax[qname] = max(sc.vmax[qname], float(v.max()))
-        x = np.asarray(batch[first], dtype=np.float64)
-        cv = _channel_view(x, layout)
-        sc.ch_sum = cv.sum(axis=1) if sc.ch_sum is None else sc.ch_sum + cv.sum(axis=1)
-        sq = (cv * cv).sum(axis=1)
-        sc.ch_sq = sq if sc.ch_sq is None else sc.ch_sq + sq
-        sc.ch_n += cv.shape[1]
-        flat = x.reshape(len(x), -1)
-        sc.row_mean.append(flat.mean(axis=1))
-        sc.row_std.append(flat.std(axis=1))
+        _count(sc, values, measured, ranges)
+        _moments(sc, batch[first], layout)
         qo = np.asarray(int8.run(None, batch)[0])
         fo = np.asarray(ref.run(None, batch)[0])
         if qo.ndim == 2 and qo.shape[1] > 1:
             sc.q_top.append(qo.argmax(axis=1))
             sc.f_top.append(fo.argmax(axis=1))
-        sc.rows += len(x)
     return sc
 
 
 # -- statistics ------------------------------------------------------------------------------------
 def _newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
     """95 % CI of p1 - p2 for two independent proportions (Newcombe's hybrid score, method 10)."""
-    from .measure.accuracy import wilson_interval
+    from .accuracy import wilson_interval
     p1, p2 = k1 / n1, k2 / n2
     l1, u1 = wilson_interval(k1, n1)
     l2, u2 = wilson_interval(k2, n2)
@@ -270,7 +296,7 @@ def _newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
 
 
 def _agreement(base: _Scan, fld: _Scan) -> dict[str, Any]:
-    from .measure.accuracy import wilson_interval
+    from .accuracy import wilson_interval
     if not base.q_top or not fld.q_top:
         return {"metric": None, "note": "the first output is not a class vector: top-1 "
                 "agreement not measured"}
@@ -316,8 +342,13 @@ def _check_variant(v: Any) -> None:
     name = f"{v.short_id} ({v.label})"
     cfg = v.config or {}
     if v.format == "tflite":
-        raise InputError(f"{name} is a TFLite model: drift reads ONNX int8-static variants; "
-                         "full-int8 TFLite is not yet supported")
+        p = cfg.get("precision") or v.pass_name
+        if p not in TFLITE_STATIC:
+            raise InputError(f"{name} is a TFLite {p} model, not a full-integer one: only "
+                             "int8-static (full int8) and int16x8 TFLite variants bake calibration "
+                             "ranges in (edgeprof convert --to tflite --precision int8-static "
+                             "--calib DATA)")
+        return
     if v.pass_name != "quantize" or cfg.get("precision") != "int8-static":
         what = cfg.get("precision") or v.pass_name
         raise InputError(f"{name} is {'an' if what[0] in 'aeiou' else 'a'} {what} variant, not a "
@@ -334,8 +365,8 @@ def _preprocessed(v: Any, parent: Any, notes: list[str], scratch: Path) -> Path:
         return parent.path
     out = scratch / "preprocessed.onnx"
     try:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-        quant_pre_process(str(parent.path), str(out), skip_symbolic_shape=False)
+        from ..passes.quantize import pre_process  # (without the torch import)
+        pre_process(parent.path, out)
     except Exception:
         return parent.path
     notes.append("this variant predates kept pre-processed graphs: pre-processing was run again "
@@ -356,40 +387,17 @@ def _session(model: Any) -> Any:
     return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
 
-def drift(variant: str | Path, calib: str | Path, field: str | Path,
-          cache_dir: str | Path | None = None, rows: int = 500) -> DriftResult:
-    """Clipped shares, input drift and output agreement of a static int8 variant on field rows
-    against its calibration data (see the module's doc)."""
+def _onnx_scans(v: Any, parent: Any, cache: Any, parts: list[Dataset],
+                notes: list[str]) -> tuple[str, dict[str, Any], dict[str, str], list[_Scan]]:
+    """ONNX QDQ/QOperator: ranges from the Q/DQ scales and zero points, values read on the kept
+    pre-processed fp32 graph with the quantized tensors added as outputs. ``parts``: calibration,
+    baseline (the same object when the baseline is the calibration rows) and field rows."""
     import onnx
     from onnx import TensorProto, helper
 
-    from .passes.quantize import calibration_batches
-    from .variants.cache import Cache
-    from .variants.family import open_variant, spec_for_worker
+    from ..passes.quantize import calibration_batches
+    from ..variants.family import spec_for_worker
 
-    if not 10 <= rows <= 100_000:
-        raise InputError(f"--rows {rows} is out of range (10 to 100000)")
-    cache = Cache(cache_dir)
-    v, root = open_variant(cache, str(variant))
-    _check_variant(v)
-    cfg = v.config
-    cal_ds, fld_ds = load_npz(calib), load_npz(field)
-    want = cfg.get("calib_sha256", "")
-    if cal_ds.sha256 != want:
-        raise InputError(f"--calib {Path(calib).name} is not the calibration data of {v.short_id} "
-                         f"(sha256 {cal_ds.sha256[:12]}, the variant was calibrated on "
-                         f"{want[:12]}): pass the file it was quantized with")
-    calib_rows = int(cfg.get("calib_rows") or 0)
-    if not 0 < calib_rows <= cal_ds.n:
-        raise InputError(f"--calib {Path(calib).name} has {cal_ds.n} rows; {v.short_id} was "
-                         f"calibrated on {calib_rows}")
-    overlap = row_hashes(cal_ds) & row_hashes(fld_ds)
-    if overlap:
-        raise InputError(f"{len(overlap)} rows of --field {Path(field).name} also appear in "
-                         f"--calib {Path(calib).name}: field rows must be new to compare them "
-                         "with the calibration data")
-    parent = cache.checked(cache.get(v.parent) or root)
-    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgeprof-drift-") as tmp:
         pre = _preprocessed(v, parent, notes, Path(tmp))
         qmodel = onnx.load(str(v.path))
@@ -415,9 +423,280 @@ def drift(variant: str | Path, calib: str | Path, field: str | Path,
     probe = _session(fmodel.SerializeToString())
     int8, ref = _session(v.path), _session(parent.path)
 
-    spec_cal = cfg.get("spec")
-    spec_fld = spec_for_worker(v.input_spec, next(iter(fld_ds.x.values())).dtype.name)
+    calib_part, base_part, fld_part = parts
+    spec_cal = v.config.get("spec")
+    spec_fld = spec_for_worker(v.input_spec, next(iter(fld_part.x.values())).dtype.name)
     layout = next(iter((spec_cal or spec_fld or {}).values()), {}).get("layout")
+    args = (probe, probe_names, measured, ranges, int8, ref, layout)
+    s_cal = _scan(calibration_batches(parent.path, calib_part, spec_cal, calib_part.n), *args)
+    s_base = (s_cal if base_part is calib_part else
+              _scan(calibration_batches(parent.path, base_part, spec_cal, base_part.n), *args))
+    s_fld = _scan(calibration_batches(parent.path, fld_part, spec_fld, fld_part.n), *args)
+    return fmt, ranges, measured, [s_cal, s_base, s_fld]
+
+
+# -- full-integer TFLite ---------------------------------------------------------------------------
+#: ops that only move values: an output with its input's parameters adds nothing to measure
+_TFL_MOVES = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"}
+_TFL_ACTIVATION_DTYPES = (np.int8, np.uint8, np.int16)
+CHUNK_ROWS = 64
+
+
+def _interpreter(path: str | Path, preserve: bool = False) -> Any:
+    """A LiteRT interpreter; ``preserve``: every intermediate tensor kept readable after invoke,
+    on the built-in kernels (the default XNNPACK delegate reuses its buffers)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    kw: dict[str, Any] = {}
+    if preserve:
+        kw = {"experimental_preserve_all_tensors": True, "experimental_op_resolver_type":
+              OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    try:
+        it = Interpreter(model_path=str(path), num_threads=1, **kw)
+        it.allocate_tensors()
+    except Exception as exc:  # LiteRT raises ValueError/RuntimeError with multi-line text
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"LiteRT cannot load {Path(path).name}: {first[:200]}")
+    return it
+
+
+def _node_label(op: str, name: str) -> str:
+    """'CONV_2D model/tf.nn.convolution/convolution' from a fused TFLite tensor name (the
+    converter joins the fused ops' names with ';', outermost first, constants last)."""
+    parts = [p for p in name.split(";") if p and not p.startswith("Const")]
+    return f"{op} {parts[-1] if parts else name}"
+
+
+def tflite_ranges(qpath: str | Path, fpath: str | Path,
+                  notes: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """(ranges, measured) of a full-integer TFLite model: its integer activation tensor name ->
+    {scale, zero_point, qmin, qmax, lo, hi, node} from the tensor's quantization parameters, and
+    -> the float tensor of the float32 TFLite model of the same converter run that holds the
+    values it quantizes (the same name and shape; a QUANTIZE op's float input; a DEQUANTIZE
+    consumer's float output)."""
+    qi, fi = _interpreter(qpath), _interpreter(fpath)
+    qt = {t["index"]: t for t in qi.get_tensor_details()}
+    try:
+        ops = qi._get_ops_details()  # LiteRT's Python API has no public op listing
+    except Exception as exc:
+        raise InputError(f"LiteRT {type(exc).__name__}: cannot list the operators of "
+                         f"{Path(qpath).name}")
+    producer = {o: op for op in ops for o in op["outputs"]}
+    consumers: dict[int, list[dict[str, Any]]] = {}
+    for op in ops:
+        for i in op["inputs"]:
+            consumers.setdefault(int(i), []).append(op)
+    graph_in = {d["index"] for d in qi.get_input_details()}
+    floats: dict[str, dict[str, Any]] = {}
+    for t in fi.get_tensor_details():
+        if t["name"] and np.issubdtype(t["dtype"], np.floating):
+            floats.setdefault(t["name"], t)
+
+    def params(t: dict[str, Any]) -> tuple[float, int] | None:
+        q = t.get("quantization_parameters") or {}
+        s, z = np.asarray(q.get("scales", [])), np.asarray(q.get("zero_points", []))
+        if s.size != 1 or not s[0] > 0:
+            return None  # per-channel (weights) or not quantized
+        return float(s[0]), int(z[0]) if z.size else 0
+
+    ranges: dict[str, dict[str, Any]] = {}
+    measured: dict[str, str] = {}
+    moved, missing = 0, []
+    for idx, t in sorted(qt.items()):
+        if t["dtype"] not in _TFL_ACTIVATION_DTYPES or not t["name"] or t["name"] in ranges:
+            continue
+        p = params(t)
+        if p is None or not (idx in graph_in or idx in producer):
+            continue  # a constant, or no calibrated range
+        prod = producer.get(idx)
+        op = prod["op_name"] if prod else "graph input"
+        if prod and op in _TFL_MOVES and params(qt[int(prod["inputs"][0])]) == p:
+            moved += 1
+            continue
+        cands = [t["name"]]
+        if prod and op == "QUANTIZE":
+            cands.insert(0, qt[int(prod["inputs"][0])]["name"])
+        cons = consumers.get(idx, [])
+        if cons and all(c["op_name"] == "DEQUANTIZE" for c in cons):
+            cands.append(qt[int(cons[0]["outputs"][0])]["name"])
+        shape = list(t["shape"][1:])
+        fname = next((c for c in cands if c in floats
+                      and list(floats[c]["shape"][1:]) == shape), None)
+        if fname is None:
+            missing.append(t["name"])
+            continue
+        scale, zp = p
+        info = np.iinfo(t["dtype"])
+        ranges[t["name"]] = {"scale": scale, "zero_point": zp, "qmin": int(info.min),
+                             "qmax": int(info.max), "lo": (int(info.min) - zp) * scale,
+                             "hi": (int(info.max) - zp) * scale,
+                             "node": ("graph input" if idx in graph_in
+                                      else _node_label(op, t["name"]))}
+        measured[t["name"]] = fname
+    if moved:
+        notes.append(f"{moved} tensor(s) produced by {'/'.join(sorted(_TFL_MOVES))} with their "
+                     "input's scale and zero point hold the same values and are not counted twice")
+    if missing:
+        notes.append(f"{len(missing)} quantized tensor(s) have no counterpart of the same name and "
+                     f"shape in the float32 TFLite model and are not measured (e.g. {missing[0]})")
+    return ranges, measured
+
+
+def _float_tflite(v: Any, cache: Any) -> Path:
+    """The float32 TFLite model of the converter run the variant came from: the graph the
+    converter quantized (the run's own file, else an fp32 sibling variant of the same run)."""
+    key = v.extra.get("converter_run") or ""
+    own = cache.root / "data" / key / "model_float32.tflite"
+    if key and own.is_file():
+        return own
+    for s in cache.all():
+        if (key and s.format == "tflite" and s.parent == v.parent
+                and (s.config or {}).get("precision") == "fp32"
+                and s.extra.get("converter_run") == key and s.path.is_file()):
+            return s.path
+    raise InputError(f"{v.short_id} ({v.label}): the float32 TFLite model of its converter run "
+                     f"{key[:12] or '?'} is no longer in the cache ({cache.root / 'data'}); drift "
+                     "reads float activations from it: convert the parent to TFLite again in this "
+                     "cache")
+
+
+def _probe_run(it: Any, feeds: dict[str, np.ndarray],
+               fetch: dict[str, int]) -> dict[str, np.ndarray]:
+    """Run the float probe on a batch (resized to it; row by row if the model refuses) and read
+    the ``fetch`` tensors (name -> index) that preserve_all_tensors kept."""
+    n = len(next(iter(feeds.values())))
+    ins = it.get_input_details()
+    try:
+        for d in ins:
+            it.resize_tensor_input(d["index"], [n, *feeds[d["name"]].shape[1:]], strict=False)
+        it.allocate_tensors()
+        steps = [slice(0, n)]
+    except Exception:
+        for d in ins:
+            it.resize_tensor_input(d["index"], [1, *feeds[d["name"]].shape[1:]], strict=False)
+        it.allocate_tensors()
+        steps = [slice(i, i + 1) for i in range(n)]
+    got: dict[str, list[np.ndarray]] = {k: [] for k in fetch}
+    for sl in steps:
+        for d in ins:
+            it.set_tensor(d["index"], np.ascontiguousarray(feeds[d["name"]][sl], dtype=np.float32))
+        it.invoke()
+        for k, idx in fetch.items():
+            got[k].append(it.get_tensor(idx))
+    return {k: np.concatenate(a) if len(a) > 1 else a[0] for k, a in got.items()}
+
+
+def _int8_run(rt: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """The first output of the integer model through the worker's own runtime (inputs quantized
+    and outputs dequantized with the model's parameters, as on a target)."""
+    n = len(next(iter(feeds.values())))
+    if rt.resize({k: [n, *a.shape[1:]] for k, a in feeds.items()}):
+        return np.asarray(rt.run(feeds)[0])
+    rt.resize({k: [1, *a.shape[1:]] for k, a in feeds.items()})
+    return np.concatenate([np.asarray(rt.run({k: a[i:i + 1] for k, a in feeds.items()})[0])
+                           for i in range(n)])
+
+
+def _tflite_scans(v: Any, parent: Any, cache: Any, parts: list[Dataset],
+                  notes: list[str]) -> tuple[str, dict[str, Any], dict[str, str], list[_Scan]]:
+    """Full-integer TFLite: ranges from the tensors' quantization parameters; values read on the
+    float32 TFLite model of the same converter run through LiteRT with every tensor preserved,
+    fed the rows the way the converter calibrated (NHWC float32 through the InputSpec); the
+    integer model runs through the worker's runtime for top-1 agreement with the ONNX root."""
+    from ..modelinfo import onnx_inputs
+    from ..passes.quantize import calibration_batches
+    from ..passes.tflite import calibration_arrays
+    from ..targets.worker import LiteRtRuntime, WorkerFault
+    from ..variants.family import spec_for_worker
+
+    fpath = _float_tflite(v, cache)
+    ranges, measured = tflite_ranges(v.path, fpath, notes)
+    if not ranges:
+        raise InputError(f"{v.short_id}: found no quantized activation tensor to measure")
+    notes.append("activations read on the float32 TFLite model of the same converter run (the "
+                 "graph the converter quantized); ranges from the integer model's tensor scales "
+                 "and zero points")
+    probe = _interpreter(fpath, preserve=True)
+    index = {t["name"]: t["index"] for t in reversed(probe.get_tensor_details()) if t["name"]}
+    fetch = {m: index[m] for m in set(measured.values())}
+    try:
+        int8 = LiteRtRuntime(str(v.path), 1)
+    except WorkerFault as exc:
+        raise InputError(f"{v.short_id}: {exc}")
+    ref = _session(parent.path)
+    inputs = onnx_inputs(parent.path)
+    names = {d["name"] for d in int8.inputs}
+    if names != {i["name"] for i in inputs}:
+        raise InputError(f"{v.short_id}: the TFLite inputs ({', '.join(sorted(names))}) do not "
+                         f"carry the ONNX input names ({', '.join(i['name'] for i in inputs)}); "
+                         "convert again with this edgeprof")
+    spec_cal = v.config.get("spec")
+    dtype = next(iter(parts[2].x.values())).dtype.name
+    specs = [(spec_cal, spec_cal), (spec_cal, spec_cal),
+             (spec_for_worker(v.input_spec, dtype), spec_for_worker(parent.input_spec, dtype))]
+
+    def scan(part: Dataset, spec_t: Any, spec_o: Any) -> _Scan:
+        sc = _Scan(list(measured))
+        q_top = []
+        for s in range(0, part.n, CHUNK_ROWS):
+            chunk = _subset(part, s, s + CHUNK_ROWS)
+            feeds = calibration_arrays(inputs, chunk, chunk.n, spec_t)
+            try:
+                values = _probe_run(probe, feeds, fetch)
+                q_top.append(_int8_run(int8, feeds))
+            except (RuntimeError, ValueError) as exc:  # LiteRT's errors are multi-line
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise InputError(f"{v.short_id}: LiteRT failed on rows of {part.path.name}: "
+                                 f"{first[:200]}")
+            _count(sc, values, measured, ranges)
+            x = feeds[inputs[0]["name"]]
+            _moments(sc, x, "NHWC" if x.ndim == 4 else None)
+        qo = np.concatenate(q_top)
+        if qo.ndim == 2 and qo.shape[1] > 1:
+            fo = np.concatenate([np.asarray(ref.run(None, b)[0]) for b in
+                                 calibration_batches(parent.path, part, spec_o, part.n)])
+            sc.q_top.append(qo.argmax(axis=1))
+            sc.f_top.append(fo[: part.n].argmax(axis=1))
+        return sc
+
+    calib_part, base_part, fld_part = parts
+    s_cal = scan(calib_part, *specs[0])
+    s_base = s_cal if base_part is calib_part else scan(base_part, *specs[1])
+    s_fld = scan(fld_part, *specs[2])
+    precision = v.config.get("precision")
+    return (f"tflite {'int8' if precision == 'int8-static' else precision}", ranges, measured,
+            [s_cal, s_base, s_fld])
+
+
+def drift(variant: str | Path, calib: str | Path, field: str | Path,
+          cache_dir: str | Path | None = None, rows: int = 500) -> DriftResult:
+    """Clipped shares, input drift and output agreement of a static int8 variant on field rows
+    against its calibration data (see the module's doc)."""
+    from ..variants.cache import Cache
+    from ..variants.family import open_variant
+
+    if not 10 <= rows <= 100_000:
+        raise InputError(f"--rows {rows} is out of range (10 to 100000)")
+    cache = Cache(cache_dir)
+    v, root = open_variant(cache, str(variant))
+    _check_variant(v)
+    cfg = v.config
+    cal_ds, fld_ds = load_npz(calib), load_npz(field)
+    want = cfg.get("calib_sha256", "")
+    if cal_ds.sha256 != want:
+        raise InputError(f"--calib {Path(calib).name} is not the calibration data of {v.short_id} "
+                         f"(sha256 {cal_ds.sha256[:12]}, the variant was calibrated on "
+                         f"{want[:12]}): pass the file it was quantized with")
+    calib_rows = int(cfg.get("calib_rows") or 0)
+    if not 0 < calib_rows <= cal_ds.n:
+        raise InputError(f"--calib {Path(calib).name} has {cal_ds.n} rows; {v.short_id} was "
+                         f"calibrated on {calib_rows}")
+    overlap = row_hashes(cal_ds) & row_hashes(fld_ds)
+    if overlap:
+        raise InputError(f"{len(overlap)} rows of --field {Path(field).name} also appear in "
+                         f"--calib {Path(calib).name}: field rows must be new to compare them "
+                         "with the calibration data")
+    parent = cache.checked(cache.get(v.parent) or root)
+    notes: list[str] = []
     held = cal_ds.n - calib_rows
     n_cal = min(rows, calib_rows)
     calib_part = _subset(cal_ds, 0, n_cal)
@@ -434,11 +713,10 @@ def drift(variant: str | Path, calib: str | Path, field: str | Path,
                      "calibration: the baseline is the calibration rows themselves, which clip "
                      "less than fresh rows would")
     n_fld = min(rows, fld_ds.n)
-    args = (probe, probe_names, measured, ranges, int8, ref, layout)
-    s_cal = _scan(calibration_batches(parent.path, calib_part, spec_cal, n_cal), *args)
-    s_base = (s_cal if base_part is calib_part else
-              _scan(calibration_batches(parent.path, base_part, spec_cal, baseline["n"]), *args))
-    s_fld = _scan(calibration_batches(parent.path, fld_ds, spec_fld, n_fld), *args)
+    fld_part = _subset(fld_ds, 0, n_fld)
+    scans = _tflite_scans if v.format == "tflite" else _onnx_scans
+    fmt, ranges, measured, (s_cal, s_base, s_fld) = scans(
+        v, parent, cache, [calib_part, base_part, fld_part], notes)
 
     from scipy import stats
     tensors = []
@@ -461,7 +739,8 @@ def drift(variant: str | Path, calib: str | Path, field: str | Path,
     overall = {"calib": s_cal.pooled(), "baseline": s_base.pooled(), "field": s_fld.pooled()}
     agreement = _agreement(s_base, s_fld)
     inp = _input_drift(s_base, s_fld)
-    findings = _findings(tensors, agreement, inp, baseline["role"])
+    findings = _findings(tensors, agreement, inp, baseline["role"],
+                         TRY_RECALIBRATE_TFLITE if v.format == "tflite" else TRY_RECALIBRATE)
     return DriftResult(
         variant_id=v.id, label=v.label, format=fmt, reference_id=parent.id,
         calib={"path": str(cal_ds.path), "sha256": cal_ds.sha256, "calib_rows": calib_rows,
@@ -477,7 +756,7 @@ def _pct(x: float) -> str:
 
 
 def _findings(tensors: list[TensorClip], agreement: dict[str, Any], inp: dict[str, Any],
-              base_role: str) -> list[DriftFinding]:
+              base_role: str, recalibrate: str = TRY_RECALIBRATE) -> list[DriftFinding]:
     t = THRESHOLDS
     out: list[DriftFinding] = []
     base = base_role.split(" (")[0]
@@ -497,7 +776,7 @@ def _findings(tensors: list[TensorClip], agreement: dict[str, Any], inp: dict[st
                 f"{c.rows_p:.2g}); mostly {side} its int8 range edge {edge:.4g} (field "
                 f"{'max' if side == 'above' else 'min'} "
                 f"{c.field_max if side == 'above' else c.field_min:.4g}); {rule}",
-                TRY_RECALIBRATE))
+                recalibrate))
     if agreement.get("metric"):
         b, f = agreement["baseline"]["agree"], agreement["field"]["agree"]
         lo = agreement["drop_ci"][0]
@@ -508,7 +787,7 @@ def _findings(tensors: list[TensorClip], agreement: dict[str, Any], inp: dict[st
                 f"on {base} (drop 95 % CI {_pct(lo)} to "
                 f"{_pct(agreement['drop_ci'][1])}; flagged above {_pct(t['agreement_margin'])} "
                 "with a CI that excludes zero)",
-                TRY_RECALIBRATE + "; check accuracy on labelled field rows (edgeprof profile "
+                recalibrate + "; check accuracy on labelled field rows (edgeprof profile "
                 "--data)"))
     if inp["p_corrected"] < t["input_p"]:
         ch = max(inp["channels"], key=lambda c: abs(c["mean_shift_sd"]))
