@@ -113,6 +113,7 @@ class Results:
     """Result records (as written to a results file) with typed views."""
     records: tuple[dict[str, Any], ...]
     path: Path | None = None
+    skipped: tuple[str, ...] = ()   # settings already in the results file (a resumed run)
 
     @property
     def latency(self) -> list[Latency]:
@@ -154,8 +155,12 @@ class Results:
 
 @dataclass(frozen=True)
 class Decision:
-    """Frontier, recommendation per target and int8 diagnoses, as ``decision.json`` holds them."""
+    """Frontier, recommendation per target and int8 diagnoses, as ``decision.json`` holds them.
+    From a sweep also what it did (``counts``: variants, passes run, records measured, skipped,
+    errors) and where its report is (``report``: the index.html)."""
     raw: dict[str, Any] = field(repr=False)
+    counts: dict[str, int] = field(default_factory=dict, repr=False)
+    report: Path | None = None
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -248,68 +253,157 @@ def _ints(x: int | Iterable[int]) -> tuple[int, ...]:
 
 
 def profile(models: PathLike | Sequence[PathLike], *, targets: str | Sequence[str] = "local",
-            threads: int | Iterable[int] = 1, batch: int | Iterable[int] = 1,
+            threads: int | str | Iterable[int] | None = None,
+            batch: int | str | Iterable[int] | None = None, shapes: Sequence[str] = (),
             data: PathLike | None = None, spec: PathLike | None = None,
-            results: PathLike | None = None, min_time: str | float = "0.2s", min_runs: int = 50,
-            max_time: str | float = "10s", processes: int = 3, rel_ci: float = 0.01,
+            results: PathLike | None = None, min_time: str | float = "0.2s",
+            max_time: str | float = "10s", min_runs: int = 50, max_runs: int = 10_000,
+            processes: int = 3, rel_ci: str | float = "1%",
+            warmup_max_time: str | float = "10s", runtime: str = "auto",
             cold_starts: int = 0, op_profile: bool = False, cooldown: str | None = None,
             sustained: str | float | None = None, window: str | float = "10s",
+            inventory: PathLike | None = None, group: str | None = None,
+            max_boards: int | None = None, accept_new_host_key: bool = False,
+            affinity: str | None = None, seed: int = 0, wait: bool = False,
             cache_dir: PathLike | None = None, targets_dir: PathLike | None = None,
             progress: Progress | None = None) -> Results:
     """Latency, memory (and cold start) of ``models`` (paths or variant id prefixes) on each
-    target, interleaved as `edgeprof profile` does. ``results``: append to (and resume from)
-    this JSON Lines file. A target's own threads apply unless ``threads`` is given. Each
-    configuration runs in ``processes`` fresh workers until its p50 CI half-width is ``rel_ci``
-    of p50 (between ``min_time`` and ``max_time``). ``cooldown`` ("55C" or "30s"): wait before
-    each configuration. ``sustained`` ("10m"): continuous load per configuration instead, p50
-    per ``window`` with temperature, frequency, throttling and energy where a sensor exists
-    (records with ``mode = "sustained"``)."""
+    target, interleaved (what `edgeprof profile` runs). ``results``: append to (and resume
+    from) this JSON Lines file; ``Results.skipped`` names the settings already there. A
+    target's own threads apply unless ``threads`` is given; ``batch`` None: each model's own.
+    Each configuration runs in ``processes`` fresh workers until its p50 CI half-width is
+    ``rel_ci`` of p50 (between ``min_time`` and ``max_time``). ``cooldown`` ("55C" or "30s"):
+    wait before each configuration. ``sustained`` ("10m"): continuous load per configuration
+    instead, p50 per ``window`` with temperature, frequency, throttling and energy where a
+    sensor exists (records with ``mode = "sustained"``). ``inventory`` (+ ``group``): every
+    host of the group is a target, at most ``max_boards`` at once; the records name the group
+    (``target_group``) for its spread and one recommendation. Different boards run at once,
+    targets on one host one after another; a board that fails gives error records, the others
+    carry on."""
     from .data import load_npz
+    from .errors import InputError
     from .inputspec import load_spec
-    from .measure.profiler import Profiler, Settings
+    from .measure.profiler import Settings
     from .measure.sustained import parse_cooldown
     from .results import ResultStore
     from .targets import get_target
-    from .units import parse_duration_s
+    from .targets.config import parse_cpus
+    from .units import parse_duration_s, parse_fraction, parse_int_list, parse_shape
     from .variants.family import resolve_models
 
-    def seconds(x: str | float, what: str, hi: float) -> float:
-        return float(x) if isinstance(x, (int, float)) else parse_duration_s(x, what, 0.0, hi)
+    def seconds(x: str | float, flag: str, lo: float, hi: float) -> float:
+        return float(x) if isinstance(x, (int, float)) else parse_duration_s(x, flag, lo, hi)
+
+    def ints(x: Any, flag: str, hi: int) -> tuple[int, ...]:
+        if isinstance(x, int):
+            return (x,)
+        if isinstance(x, str):
+            return tuple(parse_int_list(x, flag, 1, hi))
+        return tuple(int(v) for v in x)
+
+    s = Settings(
+        threads=ints(threads if threads is not None else 1, "--threads", 256),
+        batches=ints(batch, "--batch", 65536) if batch is not None else None,
+        shapes=dict(parse_shape(t) for t in shapes),
+        min_time_s=seconds(min_time, "--min-time", 0.0, 3600.0),
+        max_time_s=seconds(max_time, "--max-time", 0.0, 36000.0),
+        rel_ci=rel_ci if isinstance(rel_ci, float) else parse_fraction(str(rel_ci), "--rel-ci"),
+        processes=processes, min_runs=min_runs, max_runs=max_runs,
+        warmup_max_s=seconds(warmup_max_time, "--warmup-max-time", 0.0, 600.0),
+        seed=seed, op_profile=op_profile, cold_starts=cold_starts,
+        runtime=None if runtime == "auto" else runtime, cooldown=parse_cooldown(cooldown))
+    if not 1 <= min_runs <= 10_000_000:
+        raise InputError(f"--min-runs {min_runs} is out of range (1 to 10000000)")
+    if not 1 <= max_runs <= 10_000_000 or max_runs < min_runs:
+        raise InputError(f"--max-runs {max_runs} must be at least --min-runs ({min_runs}) "
+                         "and at most 10000000")
+    if not 0.0 <= s.rel_ci < 1.0:
+        raise InputError(f"--rel-ci {rel_ci} is out of range (0, off, to below 100%)")
+    if s.max_time_s < s.min_time_s:
+        raise InputError(f"--max-time {max_time} must be at least --min-time ({min_time})")
+    if spec and not data:
+        raise InputError("--preprocess applies to --data; give --data too")
     names = [models] if isinstance(models, (str, Path)) else list(models)
-    s = Settings(threads=_ints(threads), batches=_ints(batch),
-                 min_time_s=min_time if isinstance(min_time, (int, float))
-                 else parse_duration_s(min_time, "min_time", 0.0, 3600.0),
-                 max_time_s=max_time if isinstance(max_time, (int, float))
-                 else parse_duration_s(max_time, "max_time", 0.0, 36000.0),
-                 processes=processes, rel_ci=rel_ci,
-                 min_runs=min_runs, cold_starts=cold_starts, op_profile=op_profile,
-                 cooldown=parse_cooldown(cooldown, "cooldown"))
-    sus = None if sustained is None else {
-        "duration_s": seconds(sustained, "sustained", 24 * 3600.0),
-        "window_s": seconds(window, "window", 3600.0), "cooldown": s.cooldown}
     refs = resolve_models([str(m) for m in names], Path(cache_dir) if cache_dir else None)
     ds = load_npz(data) if data else None
     sp = load_spec(spec) if spec else None
+    if group and not inventory:
+        raise InputError("--group names a group of --inventory; give --inventory too")
+    sus = None if not sustained else {
+        "duration_s": seconds(sustained, "--sustained", 1.0, 24 * 3600.0),
+        "window_s": seconds(window, "--window", 0.1, 3600.0), "cooldown": s.cooldown}
+    cpus = parse_cpus(affinity, "--affinity") if affinity else None
     tnames = [targets] if isinstance(targets, str) else list(targets)
-    out: list[dict[str, Any]] = []
-    with ResultStore(results) as store:
-        for i, name in enumerate(dict.fromkeys(tnames)):
-            t = get_target(name, targets_dir=targets_dir)
+    tnames = list(dict.fromkeys(tnames or ["local"]))
+    if inventory is not None and tnames == ["local"]:
+        tnames = []  # an inventory alone: its hosts are the targets
+    tgts = [get_target(n, targets_dir=targets_dir, accept_new_host_key=accept_new_host_key,
+                       affinity=cpus, wait=wait) for n in tnames]
+    with ResultStore(results, wait=wait) as store:
+        target_store = store
+        if inventory is not None:
+            from .measure.spread import GroupTaggingStore  # records name the group: its spread
+            from .targets import targets_from_inventory
+            boards = targets_from_inventory(inventory, group or "all",
+                                            accept_new_host_key=accept_new_host_key, wait=wait,
+                                            affinity=cpus)
+            tgts += boards
+            target_store = GroupTaggingStore(store, {t.name: group or "all" for t in boards})
+        prog = progress or (lambda desc, frac: None)
+        if sus is not None:
+            from .measure.sustained import profile_sustained
+            recs, skipped = profile_sustained(tgts, s, refs, target_store, ds, sp, sus, prog,
+                                              side_dir=Path(results).parent if results else None)
+        else:
+            recs, skipped = _run_targets(tgts, s, threads is not None, refs, target_store, ds,
+                                         sp, prog, max_boards)
+    return Results(records=tuple(recs), path=Path(results) if results else None,
+                   skipped=tuple(skipped))
 
-            def sub(desc: str, frac: float, i: int = i, name: str = name) -> None:
-                if progress:
-                    progress(f"{name}: {desc}", (i + frac) / len(tnames))
-            try:
-                if sus is not None:
-                    from .measure.sustained import profile_sustained
-                    recs, _ = profile_sustained([t], s, refs, store, ds, sp, sus, sub,
-                                                side_dir=Path(results).parent if results else None)
-                else:
-                    recs, _ = Profiler(t, s, store=store, data=ds, spec=sp, progress=sub).run(refs)
-            finally:
-                t.close()
-            out += recs
-    return Results(records=tuple(out), path=Path(results) if results else None)
+
+def _run_targets(tgts: list, s: Any, threads_given: bool, refs: list, store: Any, ds: Any,
+                 spec: Any, prog: Progress, max_boards: int | None = None) -> tuple[list, list]:
+    """One Profiler per target: different boards at once (at most ``max_boards``), targets on
+    one host one after another, each appending its records as they finish. A board that fails
+    yields error records; the others carry on."""
+    from .targets import LockedStore, run_per_target
+
+    if len(tgts) == 1:
+        return _profile_one(tgts[0], s, threads_given, refs, store, ds, spec, prog)
+    shared = LockedStore(store)
+    fracs = {t.name: 0.0 for t in tgts}
+
+    def progress_for(name: str) -> Progress:
+        def update(desc: str, frac: float) -> None:
+            fracs[name] = frac
+            prog(f"{name}: {desc}", sum(fracs.values()) / len(fracs))
+        return update
+
+    outs = run_per_target(tgts, lambda t: _profile_one(
+        t, s, threads_given, refs, shared, ds, spec, progress_for(t.name)), max_boards)
+    records: list = []
+    skipped: list = []
+    for t, out in zip(tgts, outs):
+        if isinstance(out, BaseException):
+            raise out
+        records += out[0]
+        skipped += [f"{t.name}: {label}" for label in out[1]]
+    return records, skipped
+
+
+def _profile_one(tgt: Any, s: Any, threads_given: bool, refs: list, store: Any, ds: Any,
+                 spec: Any, prog: Progress) -> tuple[list, list]:
+    """A target file's threads apply unless threads were given."""
+    import dataclasses
+
+    from .measure.profiler import Profiler
+
+    if getattr(tgt, "threads", None) and not threads_given:
+        s = dataclasses.replace(s, threads=tuple(tgt.threads))
+    try:
+        return Profiler(tgt, s, store=store, data=ds, spec=spec, progress=prog).run(refs)
+    finally:
+        tgt.close()
 
 
 def accuracy(models: PathLike | Sequence[PathLike], data: PathLike, *,
@@ -420,35 +514,37 @@ def robustness(models: PathLike | Sequence[PathLike], data: PathLike, *,
     return Results(records=tuple(out), path=Path(results) if results else None)
 
 
-def sweep(plan: PathLike, *, out: PathLike | None = None, require: str | None = None,
+def sweep(plan: Any, *, out: PathLike | None = None, require: str | None = None,
           cache_dir: PathLike | None = None, targets_dir: PathLike | None = None,
-          report: bool = True, wait: bool = False,
+          report: bool = True, wait: bool = False, title: str | None = None,
           progress: Progress | None = None) -> tuple[Decision, Results]:
-    """Run a sweep file (TOML): build, measure, decide and (``report``) write the report
-    folder. Resumes from the folder's results.jsonl."""
+    """Run a sweep (a sweep file, or a ``sweeps.plan.Plan``): build, measure, decide and
+    (``report``) write the report folder. Resumes from the folder's results.jsonl. The
+    ``edgeprof sweep`` and ``edgeprof demo`` commands run exactly this."""
     from .report.write import write_report
     from .results import read_records
-    from .sweeps.plan import load_plan, write_plan_copy
+    from .sweeps.plan import Plan, load_plan, write_plan_copy
     from .sweeps.recommend import parse_requirements
     from .sweeps.runner import SweepRunner
     from .variants.cache import Cache
 
-    p = load_plan(plan, Path(out) if out else None)
+    p = plan if isinstance(plan, Plan) else load_plan(plan, Path(out) if out else None)
     if require is not None:
         p.require = require
-    parse_requirements(p.require)
+    parse_requirements(p.require)  # a typo fails now, not after the measurements
     runner = SweepRunner(p, Cache(Path(cache_dir) if cache_dir else None), progress=progress,
                          targets_dir=Path(targets_dir) if targets_dir else None, wait=wait)
+    index = None
     try:
         write_plan_copy(p)
         result = runner.run()
         runner.store.check()
         if report:
-            write_report(p.out_dir, result["decision"], runner.results_path,
-                         title=f"edgeprof sweep: {p.name}")
+            index = write_report(p.out_dir, result["decision"], runner.results_path,
+                                 title=title or f"edgeprof sweep: {p.name}")
     finally:
         runner.store.release()
-    return (Decision(result["decision"]),
+    return (Decision(result["decision"], dict(result["counts"]), index),
             Results(tuple(read_records(runner.results_path)), runner.results_path))
 
 

@@ -75,107 +75,34 @@ def profile(ctx: click.Context, models: tuple[str, ...], threads: str, batch: st
             quiet: bool, max_boards: int | None = None) -> None:
     """Measure latency (percentiles with confidence intervals), cold start and memory of MODELS
     (.onnx or .tflite). Several models or thread counts are measured in interleaved rounds."""
-    from ..data import load_npz
-    from ..errors import InputError
-    from ..inputspec import load_spec
-    from ..measure.profiler import Settings
-    from ..results import ResultStore, check_writable
-    from ..units import parse_duration_s, parse_fraction, parse_int_list, parse_shape
-    from ..variants.family import resolve_models
-
-    s = Settings(
-        threads=tuple(parse_int_list(threads, "--threads", 1, 256)),
-        batches=tuple(parse_int_list(batch, "--batch", 1, 65536)) if batch else None,
-        shapes=dict(parse_shape(t) for t in shapes),
-        min_time_s=parse_duration_s(min_time, "--min-time", 0.0, 3600.0),
-        max_time_s=parse_duration_s(max_time, "--max-time", 0.0, 36000.0),
-        rel_ci=parse_fraction(rel_ci, "--rel-ci"), processes=processes,
-        min_runs=min_runs, max_runs=max_runs,
-        warmup_max_s=parse_duration_s(warmup_max_time, "--warmup-max-time", 0.0, 600.0),
-        seed=seed, op_profile=op_profile, cold_starts=cold_starts,
-        runtime=None if runtime == "auto" else runtime,
-        cooldown=_cooldown(cooldown))
-    if not 1 <= min_runs <= 10_000_000:
-        raise InputError(f"--min-runs {min_runs} is out of range (1 to 10000000)")
-    if not 1 <= max_runs <= 10_000_000 or max_runs < min_runs:
-        raise InputError(f"--max-runs {max_runs} must be at least --min-runs ({min_runs}) "
-                         "and at most 10000000")
-    if not 0.0 <= s.rel_ci < 1.0:
-        raise InputError(f"--rel-ci {rel_ci} is out of range (0, off, to below 100%)")
-    if s.max_time_s < s.min_time_s:
-        raise InputError(f"--max-time {max_time} must be at least --min-time ({min_time})")
-    if preprocess and not data:
-        raise InputError("--preprocess applies to --data; give --data too")
-    if json_out:
-        check_writable(json_out, "--json")
-    refs = resolve_models(models, cache_dir)
-    ds = load_npz(data) if data else None
-    spec = load_spec(preprocess) if preprocess else None
-    if group and not inventory:
-        raise InputError("--group names a group of --inventory; give --inventory too")
-    sus = None
-    if sustained:
-        from ..measure.sustained import parse_cooldown
-        sus = {"duration_s": parse_duration_s(sustained, "--sustained", 1.0, 24 * 3600.0),
-               "window_s": parse_duration_s(window, "--window", 0.1, 3600.0),
-               "cooldown": parse_cooldown(cooldown)}
-    store = ResultStore(results, wait=wait)
-    try:
-        _profile_into(ctx, store, s, refs, ds, spec, results, json_out, target_names, targets_dir,
-                      accept_new_host_key, affinity, quiet, wait, inventory, group, sus,
-                      max_boards=max_boards)
-    finally:
-        store.release()
-    store.check()
-
-
-def _cooldown(text: str | None):
-    from ..measure.sustained import parse_cooldown
-    return parse_cooldown(text)
-
-
-def _profile_into(ctx, store, s, refs, ds, spec, results, json_out, target_names, targets_dir,
-                  accept_new_host_key, affinity, quiet, wait=False, inventory=None, group=None,
-                  sus=None, max_boards=None) -> None:
+    from .. import api
     from ..errors import InputError
     from ..report.terminal import print_records, terminal_console
-    from ..results import write_json
+    from ..results import check_writable, write_json
     from ..storage import is_stdout
-    from ..targets import get_target
-    from ..targets.config import parse_cpus
     from .progress import progress_bar
 
-    cpus = parse_cpus(affinity, "--affinity") if affinity else None
-    names = list(dict.fromkeys(target_names or ("local",)))
-    if inventory is not None and tuple(target_names) == ("local",):
-        names = []  # --inventory alone: its hosts are the targets
-    tgts = [get_target(n, targets_dir=targets_dir, accept_new_host_key=accept_new_host_key,
-                       affinity=cpus, wait=wait) for n in names]
-    if inventory is not None:
-        from ..targets import targets_from_inventory
-        boards = targets_from_inventory(inventory, group or "all",
-                                        accept_new_host_key=accept_new_host_key, wait=wait,
-                                        affinity=cpus)
-        tgts += boards
-        from ..measure.spread import GroupTaggingStore  # records name the group: its spread
-        store = GroupTaggingStore(store, {t.name: group or "all" for t in boards})
+    if json_out:
+        check_writable(json_out, "--json")
     threads_given = ctx.get_parameter_source("threads") is not click.core.ParameterSource.DEFAULT
     console = terminal_console(stderr=is_stdout(json_out))
-    ctx.find_root().edgeprof_interrupt_note = (f"records measured so far are in {results}; rerun the "
-                                   "same command to resume" if results else
-                                   "nothing was saved (use --results FILE to keep records)")
+    ctx.find_root().edgeprof_interrupt_note = (
+        f"records measured so far are in {results}; rerun the same command to resume"
+        if results else "nothing was saved (use --results FILE to keep records)")
     with progress_bar(quiet) as prog:
-        if sus is not None:
-            from ..measure.sustained import profile_sustained
-            records, skipped = profile_sustained(tgts, s, refs, store, ds, spec, sus, prog,
-                                                 side_dir=results.parent if results else None)
-        else:
-            records, skipped = _run_targets(tgts, s, threads_given, refs, store, ds, spec, prog,
-                                            max_boards)
-    for label in skipped:
+        res = api.profile(
+            list(models), targets=list(target_names), threads=threads if threads_given else None,
+            batch=batch, shapes=shapes, data=data, spec=preprocess, results=results,
+            min_time=min_time, max_time=max_time, min_runs=min_runs, max_runs=max_runs,
+            processes=processes, rel_ci=rel_ci, warmup_max_time=warmup_max_time,
+            runtime=runtime, cold_starts=cold_starts, op_profile=op_profile, cooldown=cooldown,
+            sustained=sustained, window=window, inventory=inventory, group=group,
+            max_boards=max_boards, accept_new_host_key=accept_new_host_key, affinity=affinity,
+            seed=seed, wait=wait, cache_dir=cache_dir, targets_dir=targets_dir, progress=prog)
+    records = list(res.records)
+    for label in res.skipped:
         console.print(f"  skipped (already in {results}): {label}", highlight=False)
     print_records(records, console)
-    store.check()  # a full disk: say so before writing anything else
     if json_out:
         write_json(json_out, records)
     errors = [r for r in records if r["kind"] == "error"]
@@ -185,49 +112,3 @@ def _profile_into(ctx, store, s, refs, ds, spec, results, json_out, target_names
         raise InputError(errors[0]["error"] if total == 1 else
                          f"{len(errors)} of {total} configurations failed{where}; first: "
                          f"{errors[0]['error']}")
-
-
-def _run_targets(tgts: list, s, threads_given: bool, refs: list, store, ds, spec,
-                 prog, max_boards: int | None = None) -> tuple[list, list]:
-    """One Profiler per target: different boards at once, targets on one host one after another,
-    each appending its records as they finish. A board that fails yields error records; the
-    others carry on."""
-    from ..targets import LockedStore
-    from ..targets.shard import run_per_board
-
-    if len(tgts) == 1:
-        return _profile_one(tgts[0], s, threads_given, refs, store, ds, spec, prog)
-    shared = LockedStore(store)
-    fracs = {t.name: 0.0 for t in tgts}
-
-    def progress_for(name: str):
-        def update(desc: str, frac: float) -> None:
-            fracs[name] = frac
-            prog(f"{name}: {desc}", sum(fracs.values()) / len(fracs))
-        return update
-
-    outs = run_per_board(tgts, lambda t: _profile_one(
-        t, s, threads_given, refs, shared, ds, spec, progress_for(t.name)))
-    records: list = []
-    skipped: list = []
-    for t, out in zip(tgts, outs):
-        if isinstance(out, BaseException):
-            raise out
-        records += out[0]
-        skipped += [f"{t.name}: {label}" for label in out[1]]
-    return records, skipped
-
-
-def _profile_one(tgt, s, threads_given: bool, refs: list, store, ds, spec,
-                 prog) -> tuple[list, list]:
-    """A target file's threads apply unless --threads was given."""
-    import dataclasses
-
-    from ..measure.profiler import Profiler
-
-    if getattr(tgt, "threads", None) and not threads_given:
-        s = dataclasses.replace(s, threads=tuple(tgt.threads))
-    try:
-        return Profiler(tgt, s, store=store, data=ds, spec=spec, progress=prog).run(refs)
-    finally:
-        getattr(tgt, "close", lambda: None)()

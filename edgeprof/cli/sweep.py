@@ -20,30 +20,16 @@ def sweep(ctx: click.Context, sweep_file: Path, out: Path | None, require: str |
           cache_dir: Path | None, targets_dir: Path | None, wait: bool, quiet: bool) -> None:
     """Build every variant of the grid (cached), measure it on every target, evaluate accuracy
     and robustness, then write the frontier, the recommendation and the report."""
-    from ..report.write import write_report
-    from ..sweeps.plan import load_plan, write_plan_copy
-    from ..sweeps.recommend import parse_requirements
-    from ..sweeps.runner import SweepRunner
-    from ..variants.cache import Cache
+    from .. import api
+    from ..sweeps.plan import load_plan
     from .progress import progress_bar
 
     plan = load_plan(sweep_file, out)
-    if require is not None:
-        plan.require = require
-    parse_requirements(plan.require)  # a typo fails now, not after the measurements
-    runner = SweepRunner(plan, Cache(cache_dir), targets_dir=targets_dir, wait=wait)
-    try:
-        write_plan_copy(plan)
-        ctx.find_root().edgeprof_interrupt_note = (
-            f"every record measured so far is in {runner.results_path}; rerun the same command "
-            "to resume")
-        with progress_bar(quiet) as prog:
-            runner.progress = prog
-            result = runner.run()
-        runner.store.check()
-        report = write_report(plan.out_dir, result["decision"], runner.results_path,
-                              title=f"edgeprof sweep: {plan.name}")
-    finally:
-        runner.store.release()
+    ctx.find_root().edgeprof_interrupt_note = (
+        f"every record measured so far is in {plan.out_dir / 'results.jsonl'}; rerun the same "
+        "command to resume")
+    with progress_bar(quiet) as prog:
+        decision, _ = api.sweep(plan, require=require, cache_dir=cache_dir,
+                                targets_dir=targets_dir, wait=wait, progress=prog)
     from ..report.terminal import print_decision, terminal_console
-    print_decision(result["decision"], result["counts"], terminal_console(), report)
+    print_decision(decision.raw, decision.counts, terminal_console(), decision.report)

@@ -12,9 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
-from ..sweeps.plan import Plan, load_plan, write_plan_copy
-from ..sweeps.runner import SweepRunner
-from ..variants.cache import Cache
+from ..sweeps.plan import Plan, load_plan
 from . import DATA_DIR
 
 SWEEP_FILE = DATA_DIR / "demo_sweep.toml"
@@ -34,8 +32,7 @@ def demo_plan(out_dir: Path, quick: bool = False) -> Plan:
 
 def run_demo(out_dir: Path, quick: bool = False, cache_dir: Path | None = None,
              progress: Callable[[str, float], None] | None = None) -> dict[str, Any]:
-    from ..report.write import write_report
-
+    """The demo sweep through ``edgeprof.sweep()``, its report in ``out_dir``."""
     from ..storage import OutputLock
 
     plan = demo_plan(out_dir, quick)
@@ -46,13 +43,8 @@ def run_demo(out_dir: Path, quick: bool = False, cache_dir: Path | None = None,
         (out_dir / "results.jsonl").unlink(missing_ok=True)
     finally:
         lock.release()
-    runner = SweepRunner(plan, Cache(cache_dir), progress=progress)
-    try:
-        write_plan_copy(plan)
-        result = runner.run()
-        runner.store.check()
-        result["report"] = write_report(out_dir, result["decision"], runner.results_path,
-                                        title="edgeprof demo: Fashion-MNIST CNN")
-    finally:
-        runner.store.release()
-    return result
+    from ..api import sweep
+    decision, results = sweep(plan, cache_dir=cache_dir, progress=progress,
+                              title="edgeprof demo: Fashion-MNIST CNN")
+    return {"decision": decision.raw, "counts": decision.counts, "report": decision.report,
+            "results": results}

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from ..data import Dataset
-from ..targets.worker import decode_array
 
 
 def output_metrics(ref: np.ndarray, test: np.ndarray) -> dict[str, Any]:
@@ -76,12 +75,11 @@ class FidelityEvaluator:
         key = str(path)
         if key not in self._cache:
             npz = str(self.data.npz_path(self.scratch))
+            spec = self.spec_for(input_spec)
             with start_local_worker(f"fidelity {Path(path).name}") as w:
-                w.request("load", path=str(path), threads=1, batch=None, inputs={"npz": npz},
-                          spec=self.spec_for(input_spec))
-                out = w.request("predict", npz=npz, start=0, stop=self.rows, batch=64,
-                                spec=self.spec_for(input_spec))["outputs"]
-            self._cache[key] = (list(out), [decode_array(v) for v in out.values()])
+                w.load(path, npz=npz, spec=spec)
+                out = w.predict_rows(npz, self.rows, batch=64, spec=spec)
+            self._cache[key] = (list(out), list(out.values()))
         return self._cache[key]
 
     def __call__(self, path: Path, variant: Any, parent_path: Path, root_path: Path,

@@ -227,23 +227,15 @@ def print_variant(v: Any, reused: bool, console: Console, lineage: list[Any] = (
 def print_decision(dec: dict[str, Any], counts: dict[str, int], console: Console,
                    report: Any = None) -> None:
     """The sweep's ending: the variants, the frontier and the recommendation with its reasons."""
-    from .write import _corr, _drop, _score, batch_text, corr_name, metric_name
+    from . import columns as C
+    from .write import batch_text
     t = Table(title=f"variants (latency {batch_text(dec)}; drops vs baseline)",
               title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("variant", "target", "p50", metric_name(dec["rows"]), "drop",
-                corr_name(dec["rows"]).replace("corruption acc.", "corr. acc."), "RSS",
-                "size", "front"):
-        t.add_column(col, justify="left" if col in ("variant", "target") else "right")
-
-    def pct(v: Any) -> str:
-        return "-" if v is None else f"{v:.2%}"
-    for r in sorted(dec["rows"], key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
-        t.add_row(r["label"] + (" (baseline)" if r.get("is_baseline") else ""), r["target"],
-                  fmt_seconds(r.get("p50_s"), compact=True),
-                  pct(r.get("accuracy")) if r.get("metric") in (None, "top1") else _score(r),
-                  _drop(r), _corr(r),
-                  fmt_bytes(r.get("peak_rss_bytes"), compact=True),
-                  fmt_bytes(r.get("model_bytes"), compact=True), "*" if r.get("on_frontier") else "")
+    cols = C.in_view("term")
+    for c in cols:
+        t.add_column(c.header(dec["rows"], "term"), justify=c.align)
+    for r in C.sorted_rows(dec["rows"]):
+        t.add_row(*(c.cell(r, "term") for c in cols))
     console.print(t)
     recs = dec.get("recommendations") or {"": dec["recommendation"]}
     for target, rec in recs.items():

@@ -14,101 +14,27 @@ from typing import Any
 
 from ..results import latest_run_errors, read_records
 from ..storage import write_output, write_text
-from ..units import fmt_bytes, fmt_seconds
+from ..units import fmt_seconds
 from . import charts
-
-CSV_COLUMNS = ("variant_id", "label", "target", "format", "runtime", "threads", "batch",
-               "metric", "score", "score_drop",
-               "p50_s", "p50_ci_low_s", "p50_ci_high_s", "p99_s", "n_latency", "peak_rss_bytes",
-               "model_bytes", "zlib_bytes", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
-               "n_accuracy", "accuracy_drop", "mean_corruption_accuracy", "mean_corruption_score",
-               "corruption_drop",
-               "mce", "relative_mce", "attack_accuracy", "attack", "n_attack", "top1_agreement",
-               "sqnr_db", "n_fidelity", "field_clip", "steady_p50_s", "steady_over_burst",
-               "energy_per_inference_j", "power_w", "on_frontier",
-               "is_baseline", "errors")
+from . import columns as C
 
 
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2%}"
-
-
-def _ci_pct(ci: list[float] | None) -> str:
-    return "" if not ci else f" [{ci[0]:.2%}, {ci[1]:.2%}]"
-
-
-def _ci_s(ci: list[float] | None) -> str:
-    return "" if not ci else f" [{fmt_seconds(ci[0])}, {fmt_seconds(ci[1])}]"
-
-
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """results.csv: the raw fields of every column of the variants table (report.columns)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    w.writerow(C.csv_header())
     for r in sorted(rows, key=lambda r: (r["target"], r["label"])):
-        flat = dict(r)
-        flat["p50_ci_low_s"], flat["p50_ci_high_s"] = (r.get("p50_ci_s") or [None, None])
-        flat["accuracy_ci_low"], flat["accuracy_ci_high"] = (r.get("accuracy_ci") or [None, None])
-        flat["errors"] = " | ".join(r.get("errors") or [])
-        w.writerow(["" if flat.get(c) is None else flat.get(c) for c in CSV_COLUMNS])
+        w.writerow(C.csv_row(r))
     write_text(path, buf.getvalue())
 
 
-def metric_name(rows: list[dict[str, Any]]) -> str:
-    """The task metric of the rows ('accuracy' for top-1)."""
-    return next((r["metric"] for r in rows if r.get("metric") not in (None, "top1")), "accuracy")
-
-
-def _score(r: dict[str, Any]) -> str:
-    """The accuracy cell: top-1 as a percentage, another metric as its value, both with the CI."""
-    if r.get("metric") in (None, "top1"):
-        return _pct(r.get("accuracy")) + _ci_pct(r.get("accuracy_ci"))
-    if r.get("score") is None:
-        return "-"
-    ci = r.get("score_ci")
-    return f"{r['score']:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
-
-
-def corr_name(rows: list[dict[str, Any]]) -> str:
-    """The corruption column's title: accuracy, or the task metric the robustness ran with."""
-    m = next((r["robustness_metric"] for r in rows if r.get("robustness_metric")), None)
-    return f"corruption {m}" if m else "corruption acc."
-
-
-def _corr(r: dict[str, Any]) -> str:
-    """The corruption cell: mean corruption accuracy, or the task metric's mean corruption
-    score."""
-    if r.get("mean_corruption_accuracy") is not None or r.get("mean_corruption_score") is None:
-        return _pct(r.get("mean_corruption_accuracy"))
-    return f"{r['mean_corruption_score']:.4g}"
-
-
-def _corr_drop(r: dict[str, Any]) -> str:
-    if r.get("corruption_drop") is None or r.get("mean_corruption_accuracy") is not None:
-        return _pct(r.get("corruption_drop"))
-    return f"{r['corruption_drop']:+.4g}"
-
-
-def _drop(r: dict[str, Any]) -> str:
-    if r.get("metric") in (None, "top1"):
-        return _pct(r.get("accuracy_drop"))
-    return "-" if r.get("score_drop") is None else f"{r['score_drop']:+.4g}"
-
-
-def _fidelity(r: dict[str, Any]) -> str:
-    """Agreement with the fp32 root: top-1 agreement and SQNR, '-' when not measured."""
-    if r.get("n_fidelity") is None:
-        return "-"
-    parts = []
-    if r.get("top1_agreement") is not None:
-        parts.append(f"{r['top1_agreement']:.1%}")
-    parts.append("exact" if r.get("fidelity_exact") else
-                 "-" if r.get("sqnr_db") is None else f"{r['sqnr_db']:.1f} dB")
-    return " / ".join(parts)
+# the cells' formats live with the column specification (report.columns)
+metric_name, corr_name = C.metric_name, C.corr_name
 
 
 def _collect(records: list[dict[str, Any]]) -> tuple[dict[str, dict], list[tuple[str, str]], list[str]]:
@@ -154,19 +80,12 @@ def _recommendation_md(dec: dict[str, Any]) -> list[str]:
 
 
 def _rows_md(rows: list[dict[str, Any]]) -> list[str]:
-    out = [f"| variant | target | p50 [95 % CI] | n | {metric_name(rows)} [95 % CI] | n | drop | {corr_name(rows)} | "
-           "drop | attacked acc. | agreement / SQNR | peak RSS | size | frontier |",
-           "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|"]
-    for r in sorted(rows, key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
-        out.append(
-            f"| {r['label']}{' (baseline)' if r.get('is_baseline') else ''} | {r['target']} | "
-            f"{fmt_seconds(r.get('p50_s'))}{_ci_s(r.get('p50_ci_s'))} | {r.get('n_latency', '-')} | "
-            f"{_score(r)} | {r.get('n_accuracy', '-')} | "
-            f"{_drop(r)} | {_corr(r)} | "
-            f"{_corr_drop(r)} | "
-            f"{'-' if r.get('attack_accuracy') is None else _pct(r['attack_accuracy']) + ' (' + r['attack'] + ')'} | "
-            f"{_fidelity(r)} | {fmt_bytes(r.get('peak_rss_bytes'))} | "
-            f"{fmt_bytes(r.get('model_bytes'))} | {'yes' if r.get('on_frontier') else ''} |")
+    cols = C.in_view("md")
+    align = {"left": "---", "right": "--:", "center": ":-:"}
+    out = ["| " + " | ".join(c.header(rows, "md") for c in cols) + " |",
+           "|" + "|".join(align[c.align] for c in cols) + "|"]
+    for r in C.sorted_rows(rows):
+        out.append("| " + " | ".join(c.cell(r, "md") for c in cols) + " |")
     return out + [""]
 
 
@@ -313,23 +232,12 @@ def index_html(title: str, dec: dict[str, Any], records: list[dict[str, Any]],
              f"</code>. Agreement / SQNR: top-1 agreement and signal-to-quantization-noise ratio of "
              f"the first output against the fp32 root, measured when the variant was built. "
              f"Frontier: not dominated beyond the confidence intervals.</p><table><tr>")
-    cols = ("variant", "target", "p50 [95 % CI]", "n", f"{metric_name(dec['rows'])} [95 % CI]", "n",
-            "drop",
-            corr_name(dec["rows"]), "corr. drop", "mCE", "attacked acc.", "agreement / SQNR",
-            "peak RSS", "size", "frontier")
-    h += [f"<th>{_e(c)}</th>" for c in cols] + ["</tr>"]
-    for r in sorted(dec["rows"], key=lambda r: (r["target"], r.get("p50_s") or 1e9)):
-        cells = [r["label"] + (" (baseline)" if r.get("is_baseline") else ""), r["target"],
-                 fmt_seconds(r.get("p50_s")) + _ci_s(r.get("p50_ci_s")), r.get("n_latency", "-"),
-                 _score(r), r.get("n_accuracy", "-"),
-                 _drop(r), _corr(r), _corr_drop(r),
-                 "-" if r.get("mce") is None else f"{r['mce']:.3f}",
-                 "-" if r.get("attack_accuracy") is None else
-                 f"{r['attack_accuracy']:.1%} ({r['attack']}, n={r.get('n_attack')})",
-                 _fidelity(r), fmt_bytes(r.get("peak_rss_bytes")), fmt_bytes(r.get("model_bytes")),
-                 "yes" if r.get("on_frontier") else ""]
+    cols = C.in_view("html")
+    h += [f"<th>{_e(c.header(dec['rows'], 'html'))}</th>" for c in cols] + ["</tr>"]
+    for r in C.sorted_rows(dec["rows"]):
         cls = " class=front" if r.get("on_frontier") else ""
-        h.append(f"<tr{cls}>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+        h.append(f"<tr{cls}>" + "".join(f"<td>{_e(c.cell(r, 'html'))}</td>" for c in cols)
+                 + "</tr>")
     h.append("</table>")
     captions = {
         "latency_vs_accuracy": "Latency against accuracy. Red: the frontier; error bars: 95 % CIs. "

@@ -184,7 +184,7 @@ def _rob(vid, score, ci, metric="mae"):
 
 
 def test_a_task_metric_robustness_gives_corruption_scores_and_drops():
-    from edgeprof.report.write import _corr, _corr_drop, corr_name
+    from edgeprof.report.columns import corr, corr_drop, corr_name
     from edgeprof.sweeps.decide import decide_records
     recs = []
     for vid, p50, mae, ci in (("root", 2e-3, 0.10, [0.09, 0.11]),
@@ -202,7 +202,7 @@ def test_a_task_metric_robustness_gives_corruption_scores_and_drops():
     # faster but clearly worse under corruption: both stay on the frontier
     assert set(dec["frontier"]["local"]["frontier"]) == {"root", "fast"}
     assert corr_name(dec["rows"]) == "corruption mae"
-    assert _corr(rows["fast"]) == "0.3" and _corr_drop(rows["fast"]) == "+0.2"
+    assert corr(rows["fast"]) == "0.3" and corr_drop(rows["fast"]) == "+0.2"
 
 
 def test_top1_agreement_of_one_head_of_a_multi_head_model_is_not_used():
