@@ -279,20 +279,26 @@ def profile(models: PathLike | Sequence[PathLike], *, targets: str | Sequence[st
     host of the group is a target, at most ``max_boards`` at once; the records name the group
     (``target_group``) for its spread and one recommendation. Different boards run at once,
     targets on one host one after another; a board that fails gives error records, the others
-    carry on."""
+    carry on. ``cold_starts``: fresh processes timed from spawn to the first result (0 here by
+    default, each costs a process start; the CLI's default is 3). Records are written as each
+    setting finishes; a disk that filled up raises StorageFull at the end, naming where the
+    records that did not fit were spilled."""
     from .data import load_npz
     from .errors import InputError
     from .inputspec import load_spec
     from .measure.profiler import Settings
     from .measure.sustained import parse_cooldown
-    from .results import ResultStore
     from .targets import get_target
     from .targets.config import parse_cpus
     from .units import parse_duration_s, parse_fraction, parse_int_list, parse_shape
     from .variants.family import resolve_models
 
     def seconds(x: str | float, flag: str, lo: float, hi: float) -> float:
-        return float(x) if isinstance(x, (int, float)) else parse_duration_s(x, flag, lo, hi)
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            if not lo <= float(x) <= hi:  # numbers get the same bounds as "10s" would
+                raise InputError(f"{flag} {x!r}: must be from {lo:g} s to {hi:g} s")
+            return float(x)
+        return parse_duration_s(str(x), flag, lo, hi)
 
     def ints(x: Any, flag: str, hi: int) -> tuple[int, ...]:
         if isinstance(x, int):
@@ -301,6 +307,10 @@ def profile(models: PathLike | Sequence[PathLike], *, targets: str | Sequence[st
             return tuple(parse_int_list(x, flag, 1, hi))
         return tuple(int(v) for v in x)
 
+    if not 1 <= processes <= 64:
+        raise InputError(f"--processes {processes} is out of range (1 to 64)")
+    if not 0 <= cold_starts <= 100:
+        raise InputError(f"--cold-starts {cold_starts} is out of range (0 to 100)")
     s = Settings(
         threads=ints(threads if threads is not None else 1, "--threads", 256),
         batches=ints(batch, "--batch", 65536) if batch is not None else None,
@@ -337,8 +347,24 @@ def profile(models: PathLike | Sequence[PathLike], *, targets: str | Sequence[st
     tnames = list(dict.fromkeys(tnames or ["local"]))
     if inventory is not None and tnames == ["local"]:
         tnames = []  # an inventory alone: its hosts are the targets
-    tgts = [get_target(n, targets_dir=targets_dir, accept_new_host_key=accept_new_host_key,
-                       affinity=cpus, wait=wait) for n in tnames]
+    tgts: list[Any] = []
+    try:
+        for n in tnames:
+            tgts.append(get_target(n, targets_dir=targets_dir, affinity=cpus, wait=wait,
+                                   accept_new_host_key=accept_new_host_key))
+        return _profile_on(tgts, s, threads is not None, refs, ds, sp, sus, results, wait,
+                           inventory, group, accept_new_host_key, cpus, max_boards, progress)
+    finally:  # connections, board claims and reservations end with the call
+        for t in tgts:
+            t.close()
+
+
+def _profile_on(tgts: list, s: Any, threads_given: bool, refs: list, ds: Any, sp: Any,
+                sus: dict[str, Any] | None, results: PathLike | None, wait: bool,
+                inventory: PathLike | None, group: str | None, accept_new_host_key: bool,
+                cpus: Any, max_boards: int | None, progress: Progress | None) -> Results:
+    from .results import ResultStore
+
     with ResultStore(results, wait=wait) as store:
         target_store = store
         if inventory is not None:
@@ -355,7 +381,7 @@ def profile(models: PathLike | Sequence[PathLike], *, targets: str | Sequence[st
             recs, skipped = profile_sustained(tgts, s, refs, target_store, ds, sp, sus, prog,
                                               side_dir=Path(results).parent if results else None)
         else:
-            recs, skipped = _run_targets(tgts, s, threads is not None, refs, target_store, ds,
+            recs, skipped = _run_targets(tgts, s, threads_given, refs, target_store, ds,
                                          sp, prog, max_boards)
     return Results(records=tuple(recs), path=Path(results) if results else None,
                    skipped=tuple(skipped))

@@ -113,3 +113,21 @@ def test_the_latency_table_names_the_mode_when_sustained_records_are_shown():
     console = Console(width=200, record=True)
     console.print(latency_table([rec]))
     assert " mode " not in console.export_text()
+
+
+def test_profile_arguments_out_of_range_are_one_line_errors():
+    """Numbers get the same bounds as the CLI's strings (a window of 0 s would divide by zero
+    after the whole sustained run)."""
+    import pytest
+
+    import edgeprof
+    from edgeprof.demo import demo_paths
+    from edgeprof.errors import InputError
+    m = demo_paths()["onnx"]
+    for kwargs, message in (({"sustained": 60, "window": 0}, "--window 0"),
+                            ({"min_time": -1}, "--min-time -1"),
+                            ({"processes": 0}, "--processes 0"),
+                            ({"cold_starts": -1}, "--cold-starts -1"),
+                            ({"cooldown": "nanC"}, "a temperature from -40C to 150C")):
+        with pytest.raises(InputError, match=message):
+            edgeprof.profile(m, **kwargs)

@@ -469,10 +469,13 @@ def parse_cooldown(text: str | None, flag: str = "--cooldown") -> dict[str, Any]
     t = str(text).strip()
     if t.upper().endswith("C"):
         try:
-            return {"below_c": float(t[:-1])}
+            c = float(t[:-1])
         except ValueError:
             raise InputError(f"{flag} {text!r}: a temperature like 55C or a time like 30s") \
                 from None
+        if not -40.0 <= c <= 150.0:  # (nan fails too) a board's sensor reads in this range
+            raise InputError(f"{flag} {text!r}: a temperature from -40C to 150C")
+        return {"below_c": c}
     return {"wait_s": parse_duration_s(t, flag, 0.0, 3600.0)}
 
 

@@ -205,6 +205,15 @@ def _opset(path: Path) -> int | None:
     return next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
+def _has_calibration_cache(quantize_static: Any) -> bool:
+    """Whether this onnxruntime's quantize_static can save and reuse activation ranges."""
+    import inspect
+    try:
+        return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _ranges_readable(path: Path, method: Any) -> bool:
     """Cached ranges onnxruntime can load, of the calibration method asked for."""
     from onnxruntime.quantization.calibrate import load_tensors_data
@@ -386,7 +395,9 @@ class QuantizePass:
             method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                       "percentile": CalibrationMethod.Percentile}[self.calib_method]
             key = self.ranges_key(parent, src == pre, _opset(src))
-            store = Derived(root, "calibration") if root is not None else None
+            # onnxruntime before calibration_cache_path (added in 2026) calibrates every time
+            shared = _has_calibration_cache(quantize_static)
+            store = Derived(root, "calibration") if root is not None and shared else None
             ranges = store.get(key, "ranges.json") if store is not None else None
             if ranges is not None and not _ranges_readable(ranges, method):
                 store.discard(key)
@@ -405,8 +416,8 @@ class QuantizePass:
                 weight_type=qtype[TYPES[self.types][1]], calibrate_method=method,
                 nodes_to_exclude=excluded or None,
                 calibration_providers=["CPUExecutionProvider"], extra_options=dict(CALIB_OPTIONS),
-                calibration_cache_path=str(ranges))
-            if reader is not None:
+                **({"calibration_cache_path": str(ranges)} if shared else {}))
+            if reader is not None and shared:
                 if store is not None:
                     store.put(key, ranges, "ranges.json")
                 ranges.unlink(missing_ok=True)

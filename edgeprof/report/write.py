@@ -152,7 +152,8 @@ def sustained_md(dec: dict[str, Any]) -> list[str]:
     out = ["", "## Sustained load", "",
            "Burst p50 (first window) against steady-state p50 (last third of the windows); "
            "energy per inference with its 95 % CI where a sensor exists."
-           + (" The recommendation ranks by steady state." if dec.get("rank") == "steady_p50_s"
+           + (" The recommendation ranks by steady state."
+              if "steady_p50_s" in ((dec.get("ranks") or {}).values() or [dec.get("rank")])
               else ""), ""]
     for r in sorted(rows, key=lambda r: (r["target"], r["steady_p50_s"])):
         thr = r.get("first_throttle_s")

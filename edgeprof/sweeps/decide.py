@@ -51,8 +51,12 @@ def decide_records(records: list[dict[str, Any]], *, objectives: Any = None,
     objectives = objectives or DEFAULT_OBJECTIVES
     objectives = tuple((ALIASES.get(k, k), d) for k, d in objectives)  # "energy_per_inference:min"
     front = {}
-    for target in sorted({r["target"] for r in rows}):
-        trows = [r for r in rows if r["target"] == target]
+    # an inventory group is one target: its boards' latency (median) and its sharded accuracy
+    # and robustness meet in one row per variant, for the frontier and the recommendation
+    groups = board_groups(records)
+    rec_rows = group_rows(rows, groups) if groups else rows
+    for target in sorted({r["target"] for r in rec_rows}):
+        trows = [r for r in rec_rows if r["target"] == target]
         # accuracy on different data is not comparable: one frontier per evaluation set
         family = {r.get("root_id"): r["eval_data"] for r in trows if r.get("eval_data")}
 
@@ -72,17 +76,27 @@ def decide_records(records: list[dict[str, Any]], *, objectives: Any = None,
         front[target] = f
         for r in trows:
             r["on_frontier"] = r["variant_id"] in f["frontier"]
+    for r in rows:  # a board's row is on its group's frontier
+        g = groups.get(r["target"])
+        if g is not None and g in front:
+            r["on_frontier"] = r["variant_id"] in front[g]["frontier"]
     constraints = parse_requirements(require)
     # one recommendation per target: a variant fastest on this machine may not be on the board
     targets_given = targets
-    rec_rows = group_rows(rows, board_groups(records))  # an inventory group is one target
     targets = sorted({r["target"] for r in rec_rows})
     order = [t for t in (targets_given or []) if t in targets] + \
         [t for t in targets if t not in (targets_given or [])]
-    # after a sustained run, variants are ranked by what the deployed model sees: steady state
-    rank = "steady_p50_s" if any(r.get("steady_p50_s") is not None for r in rows) else "p50_s"
-    recs = {t: recommend([r for r in rec_rows if r["target"] == t], constraints, rank).to_dict()
-            for t in order}
+    # after a sustained run, variants are ranked by what the deployed model sees: steady state,
+    # on a target where every timed variant has it (else by burst p50, said in "ranks")
+    ranks = {}
+    for t in order:
+        timed = [r for r in rec_rows if r["target"] == t
+                 and (r.get("p50_s") is not None or r.get("steady_p50_s") is not None)]
+        ranks[t] = ("steady_p50_s" if timed and all(r.get("steady_p50_s") is not None
+                                                    for r in timed) else "p50_s")
+    recs = {t: recommend([r for r in rec_rows if r["target"] == t], constraints,
+                         ranks[t]).to_dict() for t in order}
+    rank = next(iter(ranks.values()), "p50_s")
     if not recs:
         recs = {"-": recommend([], constraints).to_dict()}
     for t, rec in recs.items():
@@ -95,5 +109,5 @@ def decide_records(records: list[dict[str, Any]], *, objectives: Any = None,
         r.pop("samples_s", None)
     return {"rows": rows, "frontier": front, "recommendation": next(iter(recs.values())),
             "recommendations": recs,
-            "require": require, "baseline": baseline_id, "rank": rank,
+            "require": require, "baseline": baseline_id, "rank": rank, "ranks": ranks,
             "batch": b, "diagnoses": diagnoses, "parity": parity}

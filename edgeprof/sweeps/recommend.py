@@ -139,7 +139,9 @@ def recommend(rows: list[dict[str, Any]], constraints: list[Constraint],
 
 # -- a lab: the boards of an inventory group are one target for recommendations ---------------
 
-_LATENCY_KEYS = ("p50_s", "p99_s", "steady_p50_s")
+_LATENCY_KEYS = ("p50_s", "p99_s", "steady_p50_s", "energy_per_inference_j")
+_CI_KEYS = {"p50_s": "p50_ci_s", "steady_p50_s": "steady_p50_ci_s",
+            "energy_per_inference_j": "energy_per_inference_ci"}
 
 
 def board_groups(records: list[dict[str, Any]]) -> dict[str, str]:
@@ -171,14 +173,23 @@ def group_rows(rows: list[dict[str, Any]], groups: dict[str, str]) -> list[dict[
             for k, v in r.items():
                 if row.get(k) is None and k not in _LATENCY_KEYS:
                     row[k] = v
-        timed = [r for r in rs if r.get("p50_s") is not None]
+        # each figure is the median over the boards that have it (a board may have only a
+        # sustained run), its interval spans theirs
         for k in _LATENCY_KEYS:
-            vals = [r[k] for r in timed if r.get(k) is not None]
-            row[k] = statistics.median(vals) if vals else None
+            have = [r for r in rs if r.get(k) is not None]
+            row[k] = statistics.median(r[k] for r in have) if have else None
+            ci = _CI_KEYS.get(k)
+            cis = [r[ci] for r in have if ci and r.get(ci)]
+            if ci and cis:
+                row[ci] = [min(c[0] for c in cis), max(c[1] for c in cis)]
+        timed = [r for r in rs if r.get("p50_s") is not None]
         if timed:
-            row["p50_ci_s"] = [min(r["p50_ci_s"][0] for r in timed), max(r["p50_ci_s"][1] for r in timed)]
             row["n_latency"] = sum(r.get("n_latency") or 0 for r in timed)
             row["boards_p50_s"] = {r["target"]: r["p50_s"] for r in timed}
+        steady = [r for r in rs if r.get("steady_p50_s") is not None]
+        if steady:
+            row["n_steady"] = sum(r.get("n_steady") or 0 for r in steady)
+            row["boards_steady_p50_s"] = {r["target"]: r["steady_p50_s"] for r in steady}
         row["target"] = g
         out.append(row)
     return out

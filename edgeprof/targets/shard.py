@@ -296,11 +296,14 @@ class ShardedWorker(ModelRows):
 
     def _queue(self, items: list[Any], work: Callable[[Any, Any, Any], Any]) -> list[Any]:
         """``work(board, worker, item)`` for every item, items taken by the active boards from
-        one queue; an item whose board is lost goes back in the queue for the others."""
+        one queue; an item whose board is lost goes back in the queue for the others. An item
+        that has taken two boards down (the same row kills every worker: out of memory, a
+        runtime crash on it) is an error naming it, not a reason to lose the whole group."""
         out: list[Any] = [None] * len(items)
         todo = deque(range(len(items)))
         qlock = threading.Lock()
         failure: list[BaseException] = []
+        losses: dict[int, int] = {}
         while todo:
             boards = self._ensure()
 
@@ -323,6 +326,13 @@ class ShardedWorker(ModelRows):
                             except Exception:
                                 pass
                             self.group._mark_lost(b, str(exc))
+                            with qlock:
+                                losses[i] = losses.get(i, 0) + 1
+                                if losses[i] >= 2:
+                                    failure.append(WorkerError(
+                                        f"{self.group.name}: {self.label}: part {i + 1} of "
+                                        f"{len(items)} took down {losses[i]} boards ({exc}); "
+                                        "it is not the boards: look at those rows"))
                         else:
                             failure.append(exc)
                         return

@@ -216,3 +216,41 @@ def test_top1_agreement_of_one_head_of_a_multi_head_model_is_not_used():
     assert named["top1_agreement"] == 0.99 and named["fidelity_output"] == "prob"
     single = {"vs_root": {"logits": {"top1_agreement": 0.95, "sqnr_db": 20.0, "n": 10}}}
     assert fidelity_summary(single)["top1_agreement"] == 0.95
+
+
+# ---- sustained runs, groups of boards: the rank is chosen per target ----------------------
+
+def _sus(vid, board, steady, group=True):
+    r = {"kind": "latency", "mode": "sustained", "variant_id": vid, "root_id": "a",
+         "target": board, "threads": 1, "batch": 1, "model": {"name": vid}, "duration_s": 60,
+         "sustained": {"steady_p50_s": steady, "steady_p50_ci_s": [steady * 0.99, steady * 1.01],
+                       "steady_n": 100},
+         "energy": {"available": False, "reason": "none"}}
+    if group:
+        r["target_group"] = "lab"
+    return r
+
+
+def _burst(vid, board, p50):
+    return {"kind": "latency", "mode": "burst", "variant_id": vid, "root_id": "a", "target": board,
+            "threads": 1, "batch": 1, "model": {"name": vid}, "samples_s": [p50], "warnings": [],
+            "stats": {"p50_s": p50, "p50_ci_s": [p50 * .99, p50 * 1.01], "p99_s": p50,
+                      "p99_ci_s": None, "n": 50}}
+
+
+def test_a_group_with_only_sustained_runs_is_ranked_by_its_median_steady_state():
+    from edgeprof.sweeps.decide import decide_records
+    d = decide_records([_sus("a", "b1", 0.010), _sus("a", "b2", 0.012),
+                        _sus("b", "b1", 0.020), _sus("b", "b2", 0.022)])
+    rec = d["recommendations"]["lab"]
+    assert d["ranks"] == {"lab": "steady_p50_s"} and rec["chosen"] == "a"
+    assert "steady-state p50 11 ms" in rec["reasons"][0]  # the median of the two boards
+
+
+def test_a_sustained_board_does_not_change_how_another_target_is_ranked():
+    from edgeprof.sweeps.decide import decide_records
+    d = decide_records([_burst("a", "local", 0.01), _burst("b", "local", 0.02),
+                        _sus("a", "pi", 0.03, group=False)])
+    assert d["ranks"] == {"local": "p50_s", "pi": "steady_p50_s"}
+    assert d["recommendations"]["local"]["chosen"] == "a"
+    assert "p50 10 ms" in d["recommendations"]["local"]["reasons"][0]
