@@ -131,3 +131,33 @@ def test_profile_arguments_out_of_range_are_one_line_errors():
                             ({"cooldown": "nanC"}, "a temperature from -40C to 150C")):
         with pytest.raises(InputError, match=message):
             edgeprof.profile(m, **kwargs)
+
+
+def test_the_import_graph_has_the_cli_above_the_library():
+    """No module of the library imports the CLI (edgeprof/__main__.py, the entry point, aside),
+    and importing the API does not load click's commands."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import edgeprof
+    root = Path(edgeprof.__file__).parent
+    offenders = []
+    for f in root.rglob("*.py"):
+        rel = f.relative_to(root)
+        if rel.parts[0] == "cli" or rel.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                mod = "." * node.level + (node.module or "")
+                if mod.lstrip(".").split(".")[0] == "cli" or mod.startswith("edgeprof.cli"):
+                    offenders.append(f"{rel}: from {mod}")
+            elif isinstance(node, ast.Import):
+                offenders += [f"{rel}: import {a.name}" for a in node.names
+                              if a.name.startswith("edgeprof.cli")]
+    assert not offenders, offenders
+    out = subprocess.run([sys.executable, "-c", "import sys, edgeprof; "
+                          "print(any(m.startswith('edgeprof.cli') for m in sys.modules))"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
