@@ -287,7 +287,7 @@ def test_burst_configurations_cool_down_one_at_a_time(models_dir, tmp_path):
     assert all(x["cooldown"]["rule"] == "wait 0.1 s" and x["cooldown"]["waited_s"] >= 0.1
                for x in recs)
     has_sensor = bool(list(Path("/sys/class/thermal").glob("thermal_zone*/temp")))
-    r = CliRunner().invoke(cli, ["profile", models[0], "--cooldown", "200C", *FAST])
+    r = CliRunner().invoke(cli, ["profile", models[0], "--cooldown", "95C", *FAST])
     if has_sensor:
         assert r.exit_code == 0, r.output
     else:   # this VM: no thermal zone
