@@ -5,14 +5,12 @@ implementation serves local runs and boards alike.
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import field_validator
 
-from .errors import InputError
 from .validate import Strict
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -117,16 +115,8 @@ class InputSpecFile(Strict):
 
 
 def load_spec(path: str | Path) -> InputSpec:
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such preprocessing file")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: cannot read: {exc}")
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{p}: not valid TOML: {exc}")
-    return InputSpec.from_dict(raw, where=str(p))
+    from .validate import read_toml
+    return InputSpec.from_dict(read_toml(path, "preprocessing file"), where=str(path))
 
 
 def worker_spec(spec: InputSpec | None, raw_dtype: str) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, IO
+from typing import IO, Any, Callable
 
 from .errors import EdgeprofError, InputError
 
@@ -161,3 +161,25 @@ class OutputLock:
     def release(self) -> None:
         if self._lock.is_locked:
             self._lock.release()
+
+
+def side_npz(folder: str | Path, kind: str, name: str, array: Any) -> str | None:
+    """``array`` saved once beside a results file as ``<kind>/<sha256>.npz`` (key ``name``),
+    for what a record keeps only in part (raw outputs, every sample); the record holds the
+    returned relative path, None when it could not be written (the record stays whole)."""
+    import hashlib
+    import io
+
+    import numpy as np
+    rel = f"{kind}/{hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()}.npz"
+    path = Path(folder) / rel
+    if path.exists():
+        return rel
+    try:
+        path.parent.mkdir(exist_ok=True)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{name: array})
+        write_output(path, lambda f: f.write(buf.getvalue()))
+    except (OSError, EdgeprofError):
+        return None
+    return rel

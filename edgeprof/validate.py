@@ -7,6 +7,7 @@ problem in edgeprof's words; pydantic's own messages are kept for plain type err
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -20,6 +21,29 @@ class Strict(BaseModel):
     """Base of every file model: unknown keys are an error, values are not coerced across
     types (a string is not a number), instances are frozen."""
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Table(Strict):
+    """A table whose keys are fixed but whose values are checked later, with their context
+    (types are not coerced either way: ``Any`` fields take the raw TOML value)."""
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """A TOML file as a dict, or a one-line InputError naming the file (``what``: "sweep file",
+    "target file", ...)."""
+    import tomllib
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such {what}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{p}: not valid TOML: {exc}") from None
 
 
 def _key(loc: tuple[Any, ...], rename: Mapping[str, str]) -> str:

@@ -422,26 +422,10 @@ def sustained_record(ref: Any, target: str, threads: int, batch: int, res: dict[
 
 
 def _samples_side_file(side_dir: Any, samples: list[float]) -> str | None:
-    """Every raw sample of a sustained run in ``samples/<sha256>.npz`` beside the results."""
-    import hashlib
-    import io
-    from pathlib import Path
-
-    from ..errors import EdgeprofError
-    from ..storage import write_output
-    arr = np.asarray(samples, dtype=np.float64)
-    name = f"samples/{hashlib.sha256(arr.tobytes()).hexdigest()}.npz"
-    path = Path(side_dir) / name
-    if path.exists():
-        return name
-    try:
-        path.parent.mkdir(exist_ok=True)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, samples_s=arr)
-        write_output(path, lambda f: f.write(buf.getvalue()))
-    except (OSError, EdgeprofError):
-        return None  # the capped windows stay in the record
-    return name
+    """Every raw sample of a sustained run in ``samples/<sha256>.npz`` beside the results (None:
+    not written, the capped windows stay in the record)."""
+    from ..storage import side_npz
+    return side_npz(side_dir, "samples", "samples_s", np.asarray(samples, dtype=np.float64))
 
 
 def _window_samples(rounds: list[dict[str, Any]], wins: list[dict[str, Any]],

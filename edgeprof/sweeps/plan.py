@@ -3,15 +3,14 @@ measure and budgets. Lists in a ``[[variants]]`` entry expand as a grid."""
 from __future__ import annotations
 
 import itertools
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, StrictBool
+from pydantic import StrictBool
 
 from ..errors import InputError
-from ..validate import Strict
+from ..validate import Table, read_toml
 from ..units import parse_duration_s, parse_fraction
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int16x8")
@@ -137,9 +136,8 @@ class ModelEntry:
     finetune: Path | None = None
 
 
-class _Measure(Strict):
+class _Measure(Table):
     """``[measure]``: where and what to measure (values checked by load_plan)."""
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
     targets: Any = None
     threads: Any = None
     batch: Any = None
@@ -162,25 +160,22 @@ class _Measure(Strict):
     cooldown: Any = None
 
 
-class _Data(Strict):
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+class _Data(Table):
     eval: Any = None
     calib: Any = None
     finetune: Any = None
     field: Any = None
 
 
-class _Decide(Strict):
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+class _Decide(Table):
     require: Any = None
     objectives: Any = None
 
 
-class SweepFile(Strict):
+class SweepFile(Table):
     """The sections of a sweep file and the keys of the tables whose keys are fixed
     (``[model]``/``[[models]]`` and ``[[variants]]`` are checked by their own parsers, which
     name the entry)."""
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
     name: Any = None
     model: Any = None
     models: Any = None
@@ -303,14 +298,7 @@ def _path(base: Path, value: Any, where: str) -> Path | None:
 
 def load_plan(path: str | Path, out_dir: Path | None = None) -> Plan:
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such sweep file")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: cannot read: {exc}")
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{p}: not valid TOML: {exc}")
+    raw = read_toml(p, "sweep file")
     base = p.resolve().parent
     from ..validate import check
     check(SweepFile, raw, str(p))  # sections and keys; values are checked below, in context

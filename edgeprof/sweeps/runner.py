@@ -178,25 +178,13 @@ class SweepRunner:
             self.counts["skipped"] += len(skipped)
 
     def _side_file(self, outputs: Any) -> str | None:
-        """Raw outputs beside the results (outputs/<sha256>.npz), for cross-target parity."""
-        import hashlib
-        import io
-
+        """Raw outputs beside the results (outputs/<sha256>.npz), for cross-target parity (None:
+        parity then compares top-1 only)."""
         import numpy as np
-        arr = np.ascontiguousarray(outputs, dtype=np.float32)
-        name = f"outputs/{hashlib.sha256(arr.tobytes()).hexdigest()}.npz"
-        path = self.results_path.parent / name
-        if path.exists():
-            return name
-        try:
-            path.parent.mkdir(exist_ok=True)
-            buf = io.BytesIO()
-            np.savez_compressed(buf, outputs=arr)
-            from ..storage import write_output
-            write_output(path, lambda f: f.write(buf.getvalue()))
-        except (OSError, EdgeprofError):
-            return None  # parity then compares top-1 only
-        return name
+
+        from ..storage import side_npz
+        return side_npz(self.results_path.parent, "outputs", "outputs",
+                        np.ascontiguousarray(outputs, dtype=np.float32))
 
     def _target(self, name: str):
         inv = self.plan.inventory if name in self.inventory_hosts else None

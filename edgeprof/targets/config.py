@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import ConfigDict
-
 from ..errors import InputError
-from ..validate import Strict
+from ..validate import Table, read_toml
 
 RUNTIMES = ("onnxruntime", "litert")
 KINDS = ("ssh", "labgrid")  # labgrid: the board behind a place of a labgrid coordinator
@@ -96,10 +93,9 @@ def _local_path(value: Any, where: str, base: Path) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
-class TargetFile(Strict):
+class TargetFile(Table):
     """The keys of a target file (values are checked with their context in spec_from_dict,
     which an inventory's host variables go through too)."""
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
     name: Any = None
     description: Any = None
     kind: Any = None
@@ -129,14 +125,7 @@ assert set(TargetFile.model_fields) == _FILE_KEYS
 def load_target_file(path: Path) -> TargetSpec:
     """Read and check one target file; any problem is an InputError naming the file and key."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text")
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML: {exc}")
+    raw = read_toml(path, "target file")
     name = path.name[:-len(".toml")] if path.name.endswith(".toml") else path.stem
     from ..validate import check
     check(TargetFile, raw, str(path))  # the keys; their values are checked in spec_from_dict
