@@ -11,8 +11,8 @@ resource lists, ``get_target_resources``, as labgrid's ``RemotePlace`` does) and
 AcquirePlace / ReleasePlace requests ``labgrid-client`` sends, through the session's gRPC stub.
 Those two requests are labgrid internals, hence the pin to labgrid 26 in the extra.
 
-Each exchange with the coordinator is one short session on a thread of its own (its own event
-loop), so nothing of labgrid's runs while the board is measured, a coordinator that goes away
+Each exchange with the coordinator is one short session on edgeprof's labgrid event loop (a
+thread of its own), so nothing of labgrid's runs while the board is measured, a coordinator that goes away
 mid-run costs nothing until release, and Ctrl-C never leaves a request half-sent: a release
 always waits for a pending acquire first. The coordinator keeps a place acquired when its client
 disconnects, so a process killed outright (SIGKILL) leaves it acquired: release it with
@@ -21,6 +21,7 @@ disconnects, so a process killed outright (SIGKILL) leaves it acquired: release 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -153,69 +154,81 @@ async def _in_session(address: str, timeout_s: float,
 _POLL_S = 1.0  # how often a queued acquire (--wait) asks again
 # The coordinator takes one client stream per peer, and gRPC shares one connection among the
 # channels of a process to one address: sessions of this process with one coordinator take turns.
-_TURNS: dict[str, threading.Lock] = {}
-_TURNS_LOCK = threading.Lock()
+# Every exchange runs on one event loop, on a daemon thread that lives as long as the process:
+# gRPC's completion queue binds to each loop it has served and keeps delivering late events of a
+# finished call to it, so a loop closed after each exchange made those deliveries fail ("Event
+# loop is closed", logged with a traceback by the next exchange's loop).
+_LOOP: dict[str, Any] = {}
+_LOOP_LOCK = threading.Lock()
 
 
-def _turn(address: str) -> threading.Lock:
-    with _TURNS_LOCK:
-        return _TURNS.setdefault(address, threading.Lock())
+def _loop() -> asyncio.AbstractEventLoop | None:
+    """The process's labgrid event loop, started on first use; None when no thread can start
+    (at interpreter exit on Python 3.12+)."""
+    with _LOOP_LOCK:
+        loop = _LOOP.get("loop")
+        if loop is not None and _LOOP["thread"].is_alive():
+            return loop
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="edgeprof-labgrid", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            loop.close()
+            return None
+        _LOOP.update(loop=loop, thread=thread, turns={})
+        return loop
+
+
+async def _turned(address: str, timeout_s: float, op: Callable[[Any], Awaitable[Any]]) -> Any:
+    turns = _LOOP["turns"]  # asyncio locks, made and used on the loop's own thread
+    turn = turns.setdefault(address, asyncio.Lock())
+    async with turn:
+        return await _in_session(address, timeout_s, op)
 
 
 class _Exchange:
-    """``op(session)`` in a fresh client session, on a thread with its own event loop; one
+    """``op(session)`` in a fresh client session on the process's labgrid event loop; one
     session at a time per coordinator in this process."""
 
     def __init__(self, address: str, timeout_s: float, op: Callable[[Any], Awaitable[Any]]):
         _labgrid()
-        self.box: dict[str, Any] = {}
         self.interrupted = False
         self.deadline_s = 2 * timeout_s + 10.0  # session start, the request, and the goodbye
-
-        turn = _turn(address)
-
-        def body() -> None:
-            with turn:
-                loop = asyncio.new_event_loop()
-                asyncio.set_event_loop(loop)
-                try:
-                    self.box["value"] = loop.run_until_complete(
-                        _in_session(address, timeout_s, op))
-                except BaseException as exc:  # handed to the waiting thread
-                    self.box["error"] = exc
-                finally:
-                    try:
-                        loop.run_until_complete(loop.shutdown_asyncgens())
-                    finally:
-                        loop.close()
-
-        self.thread = threading.Thread(target=body, name="edgeprof-labgrid", daemon=True)
+        loop = _loop()
+        if loop is not None:
+            self.future: concurrent.futures.Future = asyncio.run_coroutine_threadsafe(
+                _turned(address, timeout_s, op), loop)
+            return
+        # at interpreter exit: inline, on a loop of its own
+        self.future = concurrent.futures.Future()
+        inline = asyncio.new_event_loop()
         try:
-            self.thread.start()
-        except RuntimeError:  # at interpreter exit (Python 3.12+ starts no threads): inline
-            self.thread = threading.Thread()  # never started: not alive
-            body()
+            self.future.set_result(inline.run_until_complete(
+                _in_session(address, timeout_s, op)))
+        except BaseException as exc:  # handed to wait()
+            self.future.set_exception(exc)
+        finally:
+            inline.close()
 
     def wait(self, shielded: bool = False) -> Any:
         """The result (or the exception) of ``op``. Ctrl-C while waiting is raised at once, the
         exchange going on by itself; ``shielded``: Ctrl-C only sets ``interrupted`` and the
         exchange is waited for (a release is never cut short)."""
         end = time.monotonic() + self.deadline_s
-        while self.thread.is_alive() and (not shielded or time.monotonic() < end):
+        while not self.future.done() and (not shielded or time.monotonic() < end):
             try:
-                self.thread.join(0.1)
+                concurrent.futures.wait([self.future], timeout=0.1)
             except KeyboardInterrupt:
                 if not shielded:
                     raise
                 self.interrupted = True
-        if self.thread.is_alive():
+        if not self.future.done():
             raise LabgridError(f"no answer from the coordinator within {self.deadline_s:g} s")
-        if "error" in self.box:
-            raise self.box["error"]
-        return self.box.get("value")
+        return self.future.result()
 
     def done(self) -> bool:
-        return not self.thread.is_alive()
+        return self.future.done()
 
 
 # --------------------------------------------------------------------------------------------
