@@ -60,8 +60,12 @@ def _apply(cache: Any, parent: Any, root: Any, p: Any, fid_ds: Any, is_eval: boo
     if fid_ds is not None:
         ev = FidelityEvaluator(fid_ds, rows, scratch)
         hook = ev.hook(parent, root, "evaluation" if is_eval else "calibration")
-    v, reused = apply_pass(cache, parent, p, hook)
-    add_task_metric(cache, ev, metric, v, parent, root)
+    try:
+        v, reused = apply_pass(cache, parent, p, hook)
+        add_task_metric(cache, ev, metric, v, parent, root)
+    finally:
+        if ev is not None:
+            ev.close()
     return v, reused
 
 
@@ -272,10 +276,11 @@ def convert(model: PathLike, *, precision: str | Sequence[str] = "fp32",
                 v.notes.append(warning)
             return res
 
-        for i, p in enumerate(passes):
-            if progress:
-                progress(f"TFLite {p.precision}", i / len(passes))
-            v, reused = apply_pass(cache, parent, p, fidelity)
-            add_task_metric(cache, ev, chosen, v, parent, root)
-            out.append(_typed(cache, v, reused))
+        with ev:
+            for i, p in enumerate(passes):
+                if progress:
+                    progress(f"TFLite {p.precision}", i / len(passes))
+                v, reused = apply_pass(cache, parent, p, fidelity)
+                add_task_metric(cache, ev, chosen, v, parent, root)
+                out.append(_typed(cache, v, reused))
     return out  # extra["converter_run"]: the run's key (its run.json: time, files, log)

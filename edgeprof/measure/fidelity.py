@@ -50,8 +50,9 @@ def compare(ref: list[np.ndarray], test: list[np.ndarray], names: list[str]) -> 
 
 
 class FidelityEvaluator:
-    """Outputs of models on the first ``rows`` of a data set, through a local worker; cached per
-    model file so the root's outputs are computed once per session."""
+    """Outputs of models on the first ``rows`` of a data set, through one long-lived local
+    worker that loads one model after another (nothing is timed here); cached per model file so
+    the root's outputs are computed once per session. ``close()`` ends the worker."""
 
     def __init__(self, data: Dataset, rows: int, scratch: Path, spec_for: Any = None):
         from ..variants.family import spec_for_worker
@@ -60,6 +61,17 @@ class FidelityEvaluator:
         self.data, self.rows, self.scratch = data, min(rows, data.n), scratch
         self.spec_for = spec_for or (lambda s: spec_for_worker(s, raw_dtype))
         self._cache: dict[str, tuple[list[str], list[np.ndarray]]] = {}
+        self._pool: Any = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    def __enter__(self) -> "FidelityEvaluator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def hook(self, parent: Any, root: Any, role: str) -> Any:
         """The fidelity callback of ``apply_pass`` for children of ``parent``."""
@@ -70,13 +82,15 @@ class FidelityEvaluator:
         return fidelity
 
     def outputs(self, path: Path, input_spec: dict[str, Any] | None) -> tuple[list[str], list[np.ndarray]]:
-        from ..targets.client import start_local_worker
-
         key = str(path)
         if key not in self._cache:
+            if self._pool is None:
+                from ..targets.local import LocalTarget
+                from ..targets.pool import WorkerPool
+                self._pool = WorkerPool(LocalTarget())
             npz = str(self.data.npz_path(self.scratch))
             spec = self.spec_for(input_spec)
-            with start_local_worker(f"fidelity {Path(path).name}") as w:
+            with self._pool.worker(f"fidelity {Path(path).name}") as w:
                 w.load(path, npz=npz, spec=spec)
                 out = w.predict_rows(npz, self.rows, batch=64, spec=spec)
             self._cache[key] = (list(out), list(out.values()))

@@ -23,6 +23,11 @@ class Builder:
         self.scratch = scratch
         self._fid = FidelityEvaluator(evaluation, 500, scratch) if evaluation is not None else None
 
+    def close(self) -> None:
+        """End the fidelity worker (the builder's variants are all built)."""
+        if self._fid is not None:
+            self._fid.close()
+
     def fidelity(self, parent: Variant) -> Callable[[Path, Variant], dict[str, Any]] | None:
         return None if self._fid is None else self._fid.hook(parent, self.root, "evaluation")
 

@@ -33,6 +33,7 @@ class SweepRunner:
     def __init__(self, plan: Plan, cache: Cache, progress: Progress | None = None,
                  targets_dir: Path | None = None, wait: bool = False):
         self.plan, self.cache = plan, cache
+        self._prestarted: dict[str, Any] = {}  # target name -> Prestart (latency workers)
         self.progress = progress or (lambda d, f: None)
         self.targets_dir = targets_dir
         self.wait = wait
@@ -140,10 +141,14 @@ class SweepRunner:
 
             def prog(desc: str, frac: float, ti: int = ti) -> None:
                 self._phase("latency", f"{tname}: {desc}", (ti + frac) / len(p.targets))
-            prof = Profiler(target, settings, store=self.store, data=evaluation, progress=prog)
+            ahead = self._prestarted.pop(tname, None)
+            prof = Profiler(ahead or target, settings, store=self.store, data=evaluation,
+                            progress=prog)
             try:
                 records, skipped = prof.run(refs)
             finally:  # the board's connection and its claim end with the phase
+                if ahead is not None:
+                    ahead.close()
                 getattr(target, "close", lambda: None)()
             self.counts["latency"] += sum(r["kind"] == "latency" for r in records)
             self.counts["errors"] += sum(r["kind"] == "error" for r in records)
@@ -374,6 +379,26 @@ class SweepRunner:
                 tensors=d["tensors"][:10], thresholds=d["thresholds"], **base))
 
     # -- all ----------------------------------------------------------------------------------
+    #: at most this many latency workers started ahead (each an idle interpreter, ~30 MiB)
+    PRESTART_MAX = 16
+
+    def _prestart(self) -> None:
+        """Start the first target's latency workers while the variants build, when that target
+        is the local CPU (a board's workers start in the latency phase, with its claim)."""
+        self._prestarted = {}
+        p = self.plan
+        if not (p.latency and p.targets and p.targets[0] == "local") or p.cooldown:
+            return
+        configs = sum(len(mp.recipes) for mp in p.model_plans()) * len(p.threads) * \
+            len(p.batches or [None])
+        count = min(self.PRESTART_MAX, configs * max(1, p.processes))
+        try:
+            target = self._target("local")
+        except EdgeprofError:
+            return
+        from ..targets.pool import Prestart
+        self._prestarted["local"] = Prestart(target, count)
+
     def run(self) -> dict[str, Any]:
         """Every model of the plan (one, or each of ``[[models]]``): build its grid, measure
         latency of all variants of all models in one interleaved run per data set, then
@@ -381,6 +406,7 @@ class SweepRunner:
         whole = self.plan
         groups = []  # (model plan, root, variants, evaluation)
         variants: list[Variant] = []
+        self._prestart()
         try:
             with scratch_dir() as tmp:
                 scratch = Path(tmp)
@@ -391,7 +417,11 @@ class SweepRunner:
                     builder = Builder(self.cache, mp, root, calib, evaluation, finetune, scratch)
                     # a full disk stops the sweep at the end of the phase it happened in (what
                     # was measured is spilled, see ResultStore), not hours later
-                    built = [v for v in self.build(builder) if v.id not in {x.id for x in variants}]
+                    try:
+                        built = [v for v in self.build(builder)
+                                 if v.id not in {x.id for x in variants}]
+                    finally:
+                        builder.close()
                     variants += built
                     groups.append((mp, root, built, evaluation))
                     self.store.check()
@@ -424,6 +454,9 @@ class SweepRunner:
                         self.store.check()
         finally:
             self.plan = whole
+            for ahead in self._prestarted.values():
+                ahead.close()
+            self._prestarted.clear()
         self._phase("decide", "frontier and recommendation", 0.0)
         from .decide import decide
         root = groups[0][1]

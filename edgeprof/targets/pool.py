@@ -51,3 +51,70 @@ class WorkerPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Prestart:
+    """Latency worker processes started ahead of the latency phase, while a sweep builds its
+    variants (nothing is timed then), so the phase does not wait for interpreter start-ups.
+
+    Each is still a fresh interpreter (exec, not fork) that has imported numpy and nothing else
+    when the profiler takes it: loading the model, warm-up and every timed run happen exactly as
+    with a worker started on demand. One at a time on a background thread, so the build keeps
+    the other cores; ``start_worker`` stops the starting ahead and hands out a started one, or
+    starts one itself when none is left. Everything else is the wrapped target's. ``close()`` ends the workers not taken."""
+
+    def __init__(self, target: Any, count: int):
+        import queue
+        self.target = target
+        self._ready: "queue.SimpleQueue[WorkerClient]" = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self.started = 0
+        self.taken = 0
+
+        def run() -> None:
+            for i in range(count):
+                if self._stop.is_set():
+                    return
+                try:
+                    w = self.target.start_worker(f"latency worker {i + 1} (started ahead)")
+                except Exception:  # the profiler starts its own and reports what fails
+                    return
+                self.started += 1
+                self._ready.put(w)
+        self._thread = threading.Thread(target=run, name="edgeprof-prestart", daemon=True)
+        self._thread.start()
+
+    def start_worker(self, label: str) -> WorkerClient:
+        """A started worker, else a new one. The first call ends the starting ahead (waiting
+        for the one under way): from here on the phase spawns what it still needs itself, and
+        nothing starts behind its back once it measures."""
+        import queue
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join()
+        while True:
+            try:
+                w = self._ready.get_nowait()
+            except queue.Empty:
+                return self.target.start_worker(label)
+            proc = getattr(w.transport, "proc", None)
+            if w.closed or (proc is not None and proc.poll() is not None):
+                w.close()  # died while waiting: never handed out
+                continue
+            w.label = label
+            self.taken += 1
+            return w
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.target, name)
+
+    def close(self) -> None:
+        """Stop starting more; end the workers nobody took (the target itself stays open)."""
+        import queue
+        self._stop.set()
+        self._thread.join()
+        while True:
+            try:
+                self._ready.get_nowait().close()
+            except queue.Empty:
+                return

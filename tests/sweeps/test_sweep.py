@@ -319,3 +319,26 @@ def test_a_regression_metric_drives_the_sweep(tmp_path):
     assert base["score_drop"] == 0 and dec["recommendation"]["chosen"]
     md = (out / "summary.md").read_text()
     assert "m.py:mse [95 % CI]" in md
+
+
+def test_latency_workers_started_ahead_are_used_and_none_is_left(tmp_path, monkeypatch):
+    # the local target's latency workers start while the variants build; the latency phase
+    # takes them (still one fresh process per latency process) and nothing outlives the sweep
+    from edgeprof.targets import pool
+    from tests.targets.test_pool import _live_workers
+    made = []
+    real = pool.Prestart.__init__
+
+    def init(self, target, count):
+        made.append(self)
+        real(self, target, count)
+    monkeypatch.setattr(pool.Prestart, "__init__", init)
+    before = _live_workers()
+    r = run_sweep(tmp_path, demo_sweep(tmp_path / "s.toml", precisions='["fp32", "fp16"]',
+                                       measure="accuracy = false\nprocesses = 2\n"))
+    assert r.exit_code == 0, r.output
+    assert len(made) == 1 and made[0].taken >= 1  # 2 variants x 2 processes were wanted
+    assert made[0].taken <= made[0].started <= 4
+    assert _live_workers() == before
+    lat = [x for x in read_records(tmp_path / "out" / "results.jsonl") if x["kind"] == "latency"]
+    assert len(lat) == 2 and all(len(x["processes"]) == 2 for x in lat)
