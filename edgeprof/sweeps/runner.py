@@ -29,6 +29,15 @@ PHASES = {"build": (0.0, 0.25), "latency": (0.25, 0.6), "accuracy": (0.6, 0.7),
           "robustness": (0.7, 0.97), "decide": (0.97, 1.0)}
 
 
+def _import_plotting_in_background() -> None:
+    """matplotlib takes ~0.8 s to import; the report needs it at the end. Imported on a thread
+    while the untimed phases wait on their workers, never while latency is measured."""
+    import threading
+
+    from ..report.charts import _plt
+    threading.Thread(target=_plt, name="edgeprof-import-matplotlib").start()
+
+
 class SweepRunner:
     def __init__(self, plan: Plan, cache: Cache, progress: Progress | None = None,
                  targets_dir: Path | None = None, wait: bool = False):
@@ -441,6 +450,7 @@ class SweepRunner:
                             if vs:
                                 self.sustained(vs, ev)
                         self.store.check()
+                _import_plotting_in_background()  # nothing is timed from here on
                 for mp, _root, vs, ev in groups:
                     self.plan = mp
                     if mp.accuracy and ev is not None and vs:
