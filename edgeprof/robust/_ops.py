@@ -307,7 +307,17 @@ def resize_layers(layers: np.ndarray, h: int, w: int) -> np.ndarray:
     x = np.asarray(layers, dtype=F32)
     n, rest = x.shape[0], x.shape[3:]
     if h0 % h == 0 and w0 % w == 0:  # whole factors: the area average is a plain block mean
-        return x.reshape((n, h, h0 // h, w, w0 // w) + rest).mean(axis=(2, 4), dtype=F32)
+        fh, fw = h0 // h, w0 // w
+        rows = x.reshape((n, h, fh, w0) + rest)  # sums of whole rows first, then of runs along them
+        acc = rows[:, :, 0].copy()
+        for k in range(1, fh):
+            acc += rows[:, :, k]
+        acc = acc.reshape((n, h, w, fw) + rest)
+        out = acc[:, :, :, 0].copy()
+        for k in range(1, fw):
+            out += acc[:, :, :, k]
+        out *= F32(1 / (fh * fw))
+        return out
     c = int(np.prod(rest)) if rest else 1
     # batched matrix products, no transposes: rows first, then columns (channels ride along)
     y = np.matmul(resize_matrix(h, h0), x.reshape(n, h0, w0 * c))  # (N, h, w0 * c)
@@ -360,11 +370,7 @@ def _box_down(x: np.ndarray, axis: int, n_small: int) -> np.ndarray:
 def _nearest_up(x: np.ndarray, axis: int, n: int) -> np.ndarray:
     """PIL's NEAREST up-scale along one axis: each small pixel repeated over a run."""
     n_small = x.shape[axis]
-    # PIL walks the source coordinate by repeated addition; cumsum repeats its rounding
-    step = np.full(n, n_small / n)
-    step[0] = 0.5 * n_small / n
-    up = np.minimum(np.cumsum(step).astype(np.int64), n_small - 1)
-    return np.repeat(x, np.bincount(up, minlength=n_small), axis=axis)
+    return np.repeat(x, np.bincount(_nearest_map(n_small, n), minlength=n_small), axis=axis)
 
 
 def box_pixelate(x: np.ndarray, small_h: int, small_w: int) -> np.ndarray:
@@ -373,6 +379,101 @@ def box_pixelate(x: np.ndarray, small_h: int, small_w: int) -> np.ndarray:
     small = _box_down(_box_down(x, 1, small_h), 2, small_w)
     # up along W first: the final repeat along H then copies whole rows
     return _nearest_up(_nearest_up(small, 2, w), 1, h)
+
+
+def _nearest_map(n_small: int, n: int) -> np.ndarray:
+    """Source index of each of the ``n`` pixels of PIL's NEAREST up-scale from ``n_small``: PIL walks
+    the source coordinate by repeated addition; cumsum repeats its rounding."""
+    step = np.full(n, n_small / n)
+    step[0] = 0.5 * n_small / n
+    return np.minimum(np.cumsum(step).astype(np.int64), n_small - 1)
+
+
+_PIL_PRECISION = 22  # PIL's PRECISION_BITS for 8-bit resampling: 32 - 8 - 2
+
+
+def _box_down_u8(x: np.ndarray, axis: int, n_small: int, channels: int) -> np.ndarray:
+    """One pass of PIL's 8-bit BOX down-scale along ``axis`` of a uint8 array whose last axis
+    interleaves ``channels`` values per pixel when ``axis`` is that last axis.
+
+    PIL's fixed-point arithmetic, exactly: each output is a run ``[lo, hi)`` of inputs with weight
+    ``1 / len`` stored as ``int(0.5 + 2^22 / len)``, summed from ``2^21`` and shifted right by 22
+    (clipped to 255). That is a function of the run's integer sum and length, tabulated: the sums
+    (integers, in 16 bits while they fit) index one table per run length."""
+    last = axis == x.ndim - 1
+    n = x.shape[axis] // (channels if last else 1)
+    lo, hi = pil_box_bounds(n, n_small)
+    length = hi - lo
+    table, offset = _box_tables(tuple(np.unique(length).tolist()))
+    base = offset[np.searchsorted(np.unique(length), length)]
+    if last:  # pixel runs -> runs of interleaved values
+        lo = (lo[:, None] * channels + np.arange(channels)).ravel()
+        length = np.repeat(length, channels)
+        base = np.repeat(base, channels)
+    shape = [1] * x.ndim
+    shape[axis] = len(lo)
+    step = channels if last else 1
+    dt = np.uint16 if len(table) <= 1 << 16 else np.uint32
+    acc = np.take(x, lo, axis=axis).astype(dt)
+    acc += base.astype(dt).reshape(shape)
+    for k in range(1, int(length.max())):
+        tap = np.take(x, np.minimum(lo + k * step, x.shape[axis] - 1), axis=axis)
+        if not (length > k).all():
+            tap *= (length > k).astype(np.uint8).reshape(shape)
+        acc += tap
+    return np.take(table, acc)
+
+
+@functools.lru_cache(maxsize=64)
+def _box_tables(lengths: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """PIL's 8-bit result for every integer sum ``s`` of a run of each length, tables end to end."""
+    parts, offsets, at = [], [], 0
+    for n in lengths:
+        kk = int(0.5 + (1.0 / n) * (1 << _PIL_PRECISION))  # normalize_coeffs_8bpc
+        s = np.arange(255 * n + 1, dtype=np.int64)
+        parts.append(np.minimum((s * kk + (1 << (_PIL_PRECISION - 1))) >> _PIL_PRECISION, 255).astype(np.uint8))
+        offsets.append(at)
+        at += 255 * n + 1
+    return np.concatenate(parts), np.array(offsets, dtype=np.int64)
+
+
+def pil_pixelate_u8(x: np.ndarray, small_h: int, small_w: int, order: str = "hv") -> np.ndarray:
+    """PIL ``resize((small_w, small_h), BOX).resize((W, H), NEAREST)`` on a uint8 batch (N, H, W, C),
+    bit for bit: the two BOX passes in ``order`` ("hv": horizontal first, as libImaging's
+    ImagingResampleInner; see ``pixelate_order``), the first one rounded to 8 bits as PIL's
+    intermediate image, then the nearest up-scale as two gathers (columns, then whole rows)."""
+    n, h, w, c = x.shape
+    rows = x.reshape(n, h, w * c)
+    for p in order:
+        if p == "h" and small_w != w:
+            rows = _box_down_u8(rows, 2, small_w, c)
+        elif p == "v" and small_h != h:
+            rows = _box_down_u8(rows, 1, small_h, 1)
+    return nearest_up_u8(rows.reshape(n, -1, small_w, c), h, w)
+
+
+def nearest_up_u8(small: np.ndarray, h: int, w: int) -> np.ndarray:
+    """PIL's NEAREST up-scale of a uint8 batch (N, h0, w0, C) to (N, H, W, C)."""
+    n, sh, sw, c = small.shape
+    cols = (_nearest_map(sw, w)[:, None] * c + np.arange(c)).ravel()
+    wide = np.take(small.reshape(n, sh, sw * c), cols, axis=2)
+    return np.take(wide, _nearest_map(sh, h), axis=1).reshape(n, h, w, c)
+
+
+@functools.lru_cache(maxsize=64)
+def pixelate_order(h: int, w: int, c: int, small_h: int, small_w: int) -> str | None:
+    """The pass order ("hv" or "vh") in which ``pil_pixelate_u8`` equals the installed PIL for this
+    geometry, checked once on a noise image (the orders differ on almost every such image), or
+    None when neither does (then PIL itself must run)."""
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (1, h, w, c), dtype=np.uint8)
+    img = Image.fromarray(noise[0, :, :, 0] if c == 1 else noise[0])
+    ref = np.asarray(img.resize((small_w, small_h), Image.BOX).resize((w, h), Image.NEAREST)).reshape(h, w, c)
+    for order in ("hv", "vh"):
+        if np.array_equal(pil_pixelate_u8(noise, small_h, small_w, order)[0], ref):
+            return order
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -186,14 +186,22 @@ SPATTER_FLOOR = (0.25, 1.0)  # layer at >= 56 px on the short side, liquid smoot
 def spatter(x: np.ndarray, c: tuple, rng: np.random.Generator, s: float) -> np.ndarray:
     n, h, w, _ = x.shape
     s_l, hl, wl = layer_scale(h, w, s, max(SPATTER_FLOOR[0], SPATTER_FLOOR[1] / c[2]))
-    from edgeprof.robust.corruptions import _normal  # Box-Muller: 2.5x numpy's float32 ziggurat
+    from edgeprof.robust.corruptions import _box_muller, _normal_draws, split_images
 
-    noise = _normal(rng, (n, hl, wl))
+    # Box-Muller normals (2.5x numpy's float32 ziggurat): the draws here, the rest per image below
+    u, t = _normal_draws(rng, n * hl * wl)
     # smoothing white noise with a narrower kernel leaves more spread: rescale it to the 224 px spread
     spread = np.sqrt(np.sum(_ops.gaussian_weights(c[2]) ** 2) / np.sum(_ops.gaussian_weights(c[2] * s_l) ** 2))
-    noise *= F32(c[1] * spread ** 2)  # per axis: the 2-D spread is the product of two 1-D ones
-    noise += F32(c[0])
-    return spatter_apply(x, c, noise, s_l)
+    out = np.empty(x.shape, dtype=F32)
+
+    def part(rows: slice) -> None:  # per image once drawn: a lone block spreads this over the threads
+        noise = _box_muller(u, t, rows.start * hl * wl, rows.stop * hl * wl).reshape(-1, hl, wl)
+        noise *= F32(c[1] * spread ** 2)  # per axis: the 2-D spread is the product of two 1-D ones
+        noise += F32(c[0])
+        out[rows] = spatter_apply(x[rows], c, noise, s_l)
+
+    split_images(n, part)
+    return out
 
 
 def spatter_apply(x: np.ndarray, c: tuple, noise: np.ndarray, s_l: float = 1.0) -> np.ndarray:
@@ -201,9 +209,10 @@ def spatter_apply(x: np.ndarray, c: tuple, noise: np.ndarray, s_l: float = 1.0) 
     _, _, sigma, thresh, strength, mud = c
     h, w, ch = x.shape[1:]
     liquid = _ops.gaussian_filter(noise, sigma * s_l, mode="nearest")
-    liquid = np.where(liquid < thresh, F32(0), liquid)
+    np.copyto(liquid, F32(0), where=liquid < thresh)
     if not mud:
-        m = _water_mask(liquid, max(1, int(round(20 * s_l)))) * F32(strength)
+        m = _water_mask(liquid, max(1, int(round(20 * s_l))))
+        m *= F32(strength)
         m = _ops.resize_layers(m, h, w)[..., None]
         if ch == 1:
             return x + (np.clip(m * WATER, 0, 1) @ _GRAY_REF)[..., None]
@@ -231,9 +240,11 @@ def _water_mask(liquid: np.ndarray, limit: int = 20) -> np.ndarray:
     dist = truncated_distance(edges, limit)
     dist = np.floor(ndimage.uniform_filter(dist, size=(1, 3, 3), mode="mirror"))
     dist = _emboss_blur(equalize_hist(dist.astype(np.uint8)))
-    m = lu8.astype(F32) * dist
+    m = lu8.astype(F32)
+    m *= dist
     peak = m.max(axis=(1, 2), keepdims=True)
-    return np.where(peak > 0, m / np.where(peak > 0, peak, 1), F32(0))
+    m /= np.where(peak > 0, peak, F32(1))  # m >= 0: an image whose peak is 0 is all 0
+    return m
 
 
 _EMBOSS = (((-1, -1), -2), ((-1, 0), -1), ((0, -1), -1), ((0, 0), 1), ((0, 1), 1), ((1, 0), 1), ((1, 1), 2))
@@ -266,78 +277,124 @@ def _emboss_blur(img: np.ndarray) -> np.ndarray:
 def truncated_distance(mask: np.ndarray, limit: int) -> np.ndarray:
     """min(Euclidean distance to the nearest True pixel, limit) for a batch (N, H, W) of masks.
 
-    Exact (OpenCV's DIST_L2 with a 5x5 mask approximates it): the squared distance along each row
-    comes from running maxima/minima of edge positions, then the column pass takes the minimum of
+    Exact (OpenCV's DIST_L2 with a 5x5 mask approximates it): the distance along each row to the
+    nearest edge on either side, up to ``limit + 1``, comes from running maxima/minima of edge
+    positions over windows doubling up to that length; then the column pass takes the minimum of
     ``dy^2 + row^2`` over the ``2 * limit + 1`` rows that can be within the limit. Squared distances
-    are integers up to ``2 (limit + 1)^2``: uint16 while that fits, so each pass moves half the bytes.
+    are integers up to ``2 (limit + 1)^2``: uint8 or uint16 while that fits, so each pass moves few
+    bytes.
     """
     n, h, w = mask.shape
     big = (limit + 1) ** 2
-    dt = np.uint16 if 2 * big < 2 ** 16 else np.int64
-    cols = np.arange(w, dtype=np.int32)
-    left = np.where(mask, cols, -(limit + 1)).astype(np.int32)  # no edge: beyond the limit
-    np.maximum.accumulate(left, axis=2, out=left)
-    right = np.where(mask, cols, w + limit + 1).astype(np.int32)
-    right = np.minimum.accumulate(right[:, :, ::-1], axis=2)[:, :, ::-1]
-    near = np.minimum(cols - left, right - cols)
-    np.minimum(near, limit + 1, out=near)
-    row = (near * near).astype(dt)
+    dt = np.uint8 if 2 * big < 2 ** 8 else np.uint16 if 2 * big < 2 ** 16 else np.int64
+    it = np.int16 if w + 2 * limit + 2 < 2 ** 15 else np.int32
+    cols = np.arange(w, dtype=it)
+    on = mask.astype(it)  # arithmetic, not np.where: several times faster on a strided mask
+    left = on * (cols + it(limit + 1))
+    left -= it(limit + 1)  # an edge's column, else beyond the limit to the left
+    right = on * (cols - it(w + limit + 1))
+    right += it(w + limit + 1)  # ... else beyond it to the right
+    span = 1  # left[j]: the last edge in (j - span, j]; right[j]: the first in [j, j + span)
+    spare_l, spare_r = np.empty_like(left), np.empty_like(right)
+    while span < limit + 1 and span < w:  # farther edges than limit + 1 only need to stay that far
+        # into the spare buffers (an in-place update of overlapping slices would copy them first)
+        np.maximum(left[:, :, span:], left[:, :, :-span], out=spare_l[:, :, span:])
+        spare_l[:, :, :span] = left[:, :, :span]
+        np.minimum(right[:, :, :-span], right[:, :, span:], out=spare_r[:, :, :-span])
+        spare_r[:, :, -span:] = right[:, :, -span:]
+        left, spare_l, right, spare_r = spare_l, left, spare_r, right
+        span *= 2
+    np.subtract(cols, left, out=left)
+    right -= cols
+    near = np.minimum(left, right, out=left)
+    np.minimum(near, it(limit + 1), out=near)
+    near = near.astype(dt)
     padded = np.full((n, h + 2 * limit, w), big, dtype=dt)
-    padded[:, limit:limit + h] = row
-    best = row
+    row = padded[:, limit:limit + h]
+    np.multiply(near, near, out=row)
+    best = row.copy()
     pair = np.empty_like(best)
     for dy in range(1, limit + 1):
         np.minimum(padded[:, limit - dy:limit - dy + h], padded[:, limit + dy:limit + dy + h], out=pair)
         pair += dt(dy * dy)
         np.minimum(best, pair, out=best)
-    return np.minimum(np.sqrt(best.astype(np.float32)), np.float32(limit))
+    np.minimum(best, dt(limit * limit), out=best)  # sqrt(limit^2) is limit exactly
+    return np.sqrt(best.astype(np.float32))
 
 
 def canny(img: np.ndarray, low: float, high: float) -> np.ndarray:
-    """cv2.Canny(img, low, high) for a batch (N, H, W) of uint8 images: 3x3 Sobel, L1 magnitude."""
+    """cv2.Canny(img, low, high) for a batch (N, H, W) of uint8 images: 3x3 Sobel, L1 magnitude.
+
+    Computed on each image grown by a ring of one pixel whose magnitude is zero (the Sobel taps
+    repeat the edge pixels), flattened: a pixel's neighbours are then fixed offsets in one
+    contiguous array and the images never touch. Non-maximum suppression runs on whole arrays (most
+    pixels of a spatter layer pass the low threshold, so gathering those that do is slower).
+    """
     from scipy import ndimage
 
     n, h, w = img.shape
-    # 3x3 Sobel with repeated edges, in int16 (|g| <= 1020), image by image (never across the batch)
-    q = np.pad(img.astype(np.int16), ((0, 0), (1, 1), (1, 1)), mode="edge")
+    h2, w2 = h + 2, w + 2
+    # 3x3 Sobel in int16 (|g| <= 1020), image by image (never across the batch)
+    q = np.pad(img, ((0, 0), (2, 2), (2, 2)), mode="edge").astype(np.int16)
     dx = q[:, :, 2:] - q[:, :, :-2]
     gxi = dx[:, :-2] + dx[:, 2:]
     gxi += dx[:, 1:-1] * np.int16(2)
     dy = q[:, 2:] - q[:, :-2]
     gyi = dy[:, :, :-2] + dy[:, :, 2:]
     gyi += dy[:, :, 1:-1] * np.int16(2)
-    ax, ay = np.abs(gxi), np.abs(gyi)
-    mag = ax + ay
-    # Non-maximum suppression only where the magnitude passes the low threshold (a minority of
-    # pixels), on flat indices into the zero-padded batch: a neighbour is a fixed offset away.
-    pad = ((0, 0), (1, 1), (1, 1))
-    mp = np.pad(mag, pad).ravel()
-    w2 = w + 2
-    sel = np.flatnonzero(mp > low)
-    sx = np.pad(ax, pad).ravel()[sel].astype(np.int32)
-    sy = np.pad(ay, pad).ravel()[sel].astype(np.int32)
-    # OpenCV's integer direction test: tan(22.5 deg) as 13573 / 2^15
-    tg22 = sx * np.int32(13573)
-    y = sy << 15
+    ax, ay = np.abs(gxi).ravel(), np.abs(gyi).ravel()
+    size = n * h2 * w2
+    edge = w2 + 1
+    mpe = np.zeros(size + 2 * edge, dtype=np.int16)  # the flat magnitude, room for the offsets
+    mp = mpe[edge:edge + size]
+    np.add(ax, ay, out=mp)
+    ring = mp.reshape(n, h2, w2)
+    ring[:, 0] = ring[:, -1] = 0
+    ring[:, :, 0] = ring[:, :, -1] = 0
+    # OpenCV's integer direction test: tan(22.5 deg) as 13573 / 2^15; a pixel must beat its first
+    # neighbour along the direction strictly, its second one or equal
+    ax32 = ax.astype(np.int32)
+    tg22 = ax32 * np.int32(13573)
+    y = ay.astype(np.int32)
+    y <<= 15
     horiz = y < tg22
-    vert = y > tg22 + (sx << 16)
-    same_sign = (np.pad(gxi, pad).ravel()[sel] ^ np.pad(gyi, pad).ravel()[sel]) >= 0
-    off = np.where(horiz, 1, np.where(vert, w2, np.where(same_sign, w2 + 1, w2 - 1)))
-    c = mp[sel]
-    keep = (c > mp[sel - off]) & (c >= mp[sel + off])
-    cand = np.zeros(mp.shape, dtype=bool)
-    cand[sel[keep]] = True
-    strong = np.zeros(mp.shape, dtype=bool)
-    strong[sel[keep & (c > high)]] = True
-    cand = cand.reshape(n, h + 2, w2)
-    strong = strong.reshape(n, h + 2, w2)
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = True  # 8-connected within an image, never across images
-    labels, count = ndimage.label(cand, structure=structure)
+    ax32 <<= 16
+    ax32 += tg22
+    vert = y > ax32
+    same_sign = (gxi ^ gyi).ravel() >= 0
+
+    def beats(offset: int) -> np.ndarray:
+        out = mp > mpe[edge - offset:edge - offset + size]
+        out &= mp >= mpe[edge + offset:edge + offset + size]
+        return out
+
+    # the test of each direction on whole arrays, then the pixel's own one picked by boolean logic
+    # (np.where with a patchy condition costs far more than four comparisons)
+    diag = beats(w2 + 1)
+    diag &= same_sign
+    np.logical_not(same_sign, out=same_sign)
+    same_sign &= beats(w2 - 1)
+    diag |= same_sign  # the diagonal direction's test
+    vert_ok = beats(w2)
+    vert_ok &= vert
+    np.logical_not(vert, out=vert)
+    diag &= vert
+    diag |= vert_ok  # not horizontal: vertical or diagonal
+    cand = beats(1)
+    cand &= horiz
+    np.logical_not(horiz, out=horiz)
+    diag &= horiz
+    cand |= diag
+    cand &= mp > low
+    strong = cand & (mp > high)
+    # 8-connected components, the batch labelled as one tall 2-D image (the rings keep images apart)
+    labels = np.empty((n * h2, w2), dtype=np.intp)  # index-sized: the gathers below convert nothing
+    count = ndimage.label(cand.reshape(n * h2, w2), structure=np.ones((3, 3), dtype=bool), output=labels)
+    labels = labels.ravel()
     good = np.zeros(count + 1, dtype=bool)
-    good[labels[strong]] = True
+    good[labels[np.flatnonzero(strong)]] = True  # the components holding a strong pixel
     good[0] = False
-    return good[labels[:, 1:-1, 1:-1]]
+    return np.take(good, labels).reshape(n, h2, w2)[:, 1:-1, 1:-1]
 
 
 def equalize_hist(img: np.ndarray) -> np.ndarray:

@@ -11,14 +11,19 @@ A seed makes the random corruptions reproducible. The batch is cut into blocks o
 images (``block_size``: about a million values, 6 images at 224x224 RGB, so that a block's passes stay
 in cache) that run on a pool of threads (``EDGEPROF_THREADS``, default: the CPUs this process may
 use). Block 0 draws from the seed's SeedSequence, block ``k > 0`` from its child ``k``: the result
-depends on the seed and on an image's position in the batch, never on the number of threads.
+depends on the seed and on an image's position in the batch, never on the number of threads. Where
+blocks fix no draws (the seed-free corruptions) the batch is cut into equal parts, a multiple of the
+thread count; a batch that is a single block (small images) spreads spatter's per-image work, once
+drawn, over the threads (``split_images``).
 
 ``corrupt_uint8`` takes and returns uint8 images, converting per block. It equals
 ``to_uint8(corrupt(to_float(x)))`` bit for bit except for five corruptions with an 8-bit path of
-their own: JPEG and pixelate run PIL on the 8-bit image exactly as the reference does (bit for bit;
-the float path differs by a level here and there), gaussian and speckle noise add the same draws in
-0-255 units (a rare tie apart), and shot noise draws its 8-bit result from the exact distribution
-per input level (alias tables; same law, other draws than the float path's Poisson sampler).
+their own: JPEG and pixelate give PIL's 8-bit result exactly as the reference does (bit for bit;
+the float path differs by a level here and there; JPEG through PIL's codec objects, pixelate with
+PIL's fixed-point BOX arithmetic redone in numpy for small images), gaussian and speckle noise add
+the same draws in 0-255 units (a rare tie apart), and shot noise draws its 8-bit result from the
+exact distribution per input level (alias tables; same law, other draws than the float path's
+Poisson sampler).
 
 Sizes other than 224 px. Every spatial constant of the reference is in pixels of a 224x224 image. At
 another size it is multiplied by ``s = min(H, W) / 224`` (``spatial_scale`` overrides ``s``, e.g. 1.0
@@ -136,14 +141,22 @@ PARAMS: dict[str, tuple] = {
 
 def to_float(images: np.ndarray) -> np.ndarray:
     """uint8 0-255 -> float32 0-1."""
-    return np.asarray(images, dtype=np.uint8).astype(F32) / F32(255)
+    x = np.asarray(images, dtype=np.uint8).astype(F32)
+    x /= F32(255)
+    return x
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """float32 0-1 -> uint8 0-255, rounded to the nearest level (values outside [0, 1] clipped)."""
-    x = np.clip(np.asarray(images, dtype=F32), 0, 1)
+    return _to_uint8_inplace(np.array(images, dtype=F32))
+
+
+def _to_uint8_inplace(x: np.ndarray) -> np.ndarray:
+    """``to_uint8`` using ``x`` (float32, owned by the caller) as its scratch: x * 255 + 0.5 clipped
+    to [0.5, 255.5] is clip(x, 0, 1) * 255 + 0.5 in float32, one pass fewer."""
     x *= F32(255)
     x += F32(0.5)
+    np.clip(x, F32(0.5), F32(255.5), out=x)
     return x.astype(np.uint8)
 
 
@@ -172,6 +185,44 @@ def _normal(rng: np.random.Generator, shape: tuple) -> np.ndarray:
     out[:half] *= r
     out[half:] *= r
     return out[:size].reshape(shape)
+
+
+def _normal_draws(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The uniform draws behind ``_normal(rng, shape)`` of ``size`` values (the generator's part),
+    for ``_box_muller`` to turn into those normals in parts (``_normal`` itself keeps each array hot
+    in cache between its draw and its use)."""
+    half = (size + 1) // 2
+    u = rng.random(half, dtype=F32)
+    t = rng.random(half, dtype=F32)
+    return u, t
+
+
+def _box_muller(u: np.ndarray, t: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Values ``lo:hi`` of the normals made from ``_normal_draws``: radius from ``u``, angle from
+    ``t``, cosines first, then sines. Elementwise, so any part can be made on its own (in a thread);
+    each draw's radius and angle are computed once however many of its two values the part holds."""
+    half = len(u)
+    out = np.empty(hi - lo, dtype=F32)
+    parts = [(start, stop, trig, first) for start, stop, trig, first in
+             ((lo, min(hi, half), np.cos, True), (max(lo, half) - half, hi - half, np.sin, False))
+             if stop > start]
+    if len(parts) == 2 and parts[1][1] <= parts[0][0]:  # disjoint: each part its own draws
+        spans = [(p[0], p[1]) for p in parts]
+    else:
+        spans = [(min(p[0] for p in parts), max(p[1] for p in parts))]
+    for r_lo, r_hi in spans:
+        r = np.subtract(F32(1), u[r_lo:r_hi])  # (0, 1], exact in float32; log is 3x faster than log1p(-u)
+        np.log(r, out=r)
+        r *= F32(-2)
+        np.sqrt(r, out=r)
+        angle = t[r_lo:r_hi] * F32(2 * np.pi)
+        for start, stop, trig, first in parts:
+            if start < r_lo or stop > r_hi:
+                continue
+            dst = out[:stop - start] if first else out[hi - lo - (stop - start):]
+            trig(angle[start - r_lo:stop - r_lo], out=dst)
+            dst *= r[start - r_lo:stop - r_lo]
+    return out
 
 
 def _gaussian_noise(x: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np.ndarray:
@@ -311,9 +362,11 @@ def _contrast(x: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np
     n, h, w, ch = x.shape
     # per-image, per-channel means through one matrix product (numpy's strided mean is slow)
     means = np.matmul(np.full((1, h * w), 1.0 / (h * w), dtype=F32), x.reshape(n, h * w, ch))
-    bias = np.tile(means.reshape(n, ch) * F32(1 - c), (1, h * w)).reshape(x.shape)
+    # the bias tiled along one row only, added to every row (a contiguous broadcast, unlike one over
+    # a trailing axis of 3)
+    bias = np.tile(means.reshape(n, ch) * F32(1 - c), (1, w)).reshape(n, 1, w * ch)
     out = x * F32(c)
-    out += bias
+    out.reshape(n, h, w * ch)[...] += bias
     return out
 
 
@@ -344,18 +397,30 @@ def _jpeg(x: np.ndarray, c: int, rng: np.random.Generator, s: float) -> np.ndarr
 
 
 def _pil_image(img: np.ndarray):
+    """A PIL image of one contiguous (H, W, C) uint8 image."""
     from PIL import Image
 
-    return Image.fromarray(img[..., 0] if img.shape[2] == 1 else img)
+    h, w, c = img.shape
+    mode = "L" if c == 1 else "RGB"
+    return Image.frombuffer(mode, (w, h), np.ascontiguousarray(img), "raw", mode, 0, 1)
 
 
 def _jpeg_u8(u8: np.ndarray, c: int, rng: np.random.Generator, s: float) -> np.ndarray:
+    """PIL's JPEG encode and decode at quality ``c``, image by image (PIL has no batch JPEG), as the
+    reference does it: through PIL's codec objects directly when they give the bytes and pixels of
+    ``Image.save`` / ``Image.open`` (checked once per geometry, see ``_jpeg_codec``), skipping the
+    plugin layers' Python around each call; else through save and open."""
     import io
 
     from PIL import Image
 
+    n, h, w, ch = u8.shape
     out = np.empty_like(u8)
-    for i, img in enumerate(u8):  # one encoder call per image: PIL has no batch JPEG
+    codec = _jpeg_codec("L" if ch == 1 else "RGB", int(c), h, w)
+    for i, img in enumerate(u8):
+        if codec is not None:
+            out[i] = _jpeg_direct(img, codec)
+            continue
         buf = io.BytesIO()
         _pil_image(img).save(buf, "JPEG", quality=int(c))
         buf.seek(0)
@@ -364,19 +429,86 @@ def _jpeg_u8(u8: np.ndarray, c: int, rng: np.random.Generator, s: float) -> np.n
     return out
 
 
-def _pixelate_u8(u8: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np.ndarray:
-    """The reference itself: PIL BOX down, NEAREST up, on the 8-bit image, one image at a time. PIL's
-    C passes are the cost; neither a numpy version (a 3-byte gather per pixel along W) nor PIL on the
-    whole block stacked into one image (extra transposes) is faster."""
+def _jpeg_direct(img: np.ndarray, codec: tuple) -> np.ndarray:
+    """One (H, W, C) uint8 image through PIL's JPEG encoder and decoder objects."""
     from PIL import Image
 
-    h, w = u8.shape[1:3]
-    small = (max(1, int(w * c)), max(1, int(h * c)))
-    out = np.empty_like(u8)
+    config, dec_mode, dec_args = codec
+    h, w, ch = img.shape
+    mode = "L" if ch == 1 else "RGB"
+    enc = Image._getencoder(mode, "jpeg", mode, config)
+    try:
+        enc.setimage(_pil_image(img).im, (0, 0, w, h))
+        chunks = []
+        while True:
+            _, err, data = enc.encode(1 << 16)
+            chunks.append(data)
+            if err:
+                break
+    finally:
+        enc.cleanup()
+    if err < 0:
+        raise OSError(f"JPEG encoder error {err}")
+    decoded = Image.new(dec_mode, (w, h))
+    dec = Image._getdecoder(dec_mode, "jpeg", dec_args, ())
+    try:
+        dec.setimage(decoded.im, (0, 0, w, h))
+        _, err = dec.decode(b"".join(chunks))
+    finally:
+        dec.cleanup()
+    if err < 0:
+        raise OSError(f"JPEG decoder error {err}")
+    return np.frombuffer(decoded.tobytes(), dtype=np.uint8).reshape(img.shape)
+
+
+@functools.lru_cache(maxsize=32)
+def _jpeg_codec(mode: str, quality: int, h: int, w: int) -> tuple | None:
+    """(encoder config, decoded mode, decoder args) as ``Image.save(..., "JPEG", quality=q)`` and
+    ``Image.open`` set them up in the installed PIL, or None unless the direct path then gives the
+    same pixels as save and open on a noise image of this size."""
+    import io
+
+    from PIL import Image
+
+    try:
+        noise = np.random.default_rng(0).integers(0, 256, (h, w, 1 if mode == "L" else 3), dtype=np.uint8)
+        im = _pil_image(noise)
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=quality)
+        buf.seek(0)
+        with Image.open(buf, formats=("JPEG",)) as ref:
+            (tile,) = ref.tile
+            codec = (tuple(im.encoderconfig), ref.mode, tile.args)
+            expected = np.asarray(ref).reshape(noise.shape)
+        if tile.offset != 0 or not np.array_equal(_jpeg_direct(noise, codec), expected):
+            return None
+        return codec
+    except Exception:  # any change in PIL's internals: the plain path
+        return None
+
+
+def _pixelate_u8(u8: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np.ndarray:
+    """The reference itself, bit for bit: PIL BOX down, NEAREST up, on the 8-bit image. Small images
+    run PIL's fixed-point arithmetic in numpy on the whole block (checked against the installed PIL
+    once per geometry, see ``_ops.pixelate_order``); larger ones let PIL do the BOX pass image by
+    image (its C pass beats numpy's gathers along a row) and do the up-scale in numpy."""
+    from PIL import Image
+
+    from edgeprof.robust import _ops
+
+    n, h, w, ch = u8.shape
+    small_h, small_w = max(1, int(h * c)), max(1, int(w * c))
+    order = _ops.pixelate_order(h, w, ch, small_h, small_w) if h * w * ch <= _PIXELATE_NUMPY_VALUES else None
+    if order is not None:
+        return _ops.pil_pixelate_u8(u8, small_h, small_w, order)
+    small = np.empty((n, small_h, small_w, ch), dtype=np.uint8)
     for i, img in enumerate(u8):
-        im = _pil_image(img).resize(small, Image.BOX).resize((w, h), Image.NEAREST)
-        out[i] = np.asarray(im).reshape(img.shape)
-    return out
+        im = _pil_image(img).resize((small_w, small_h), Image.BOX)
+        small[i] = np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(small_h, small_w, ch)
+    return _ops.nearest_up_u8(small, h, w)
+
+
+_PIXELATE_NUMPY_VALUES = 40_000  # values per image up to which the numpy path beats PIL (~115 px RGB)
 
 
 def _pixelate(x: np.ndarray, c: float, rng: np.random.Generator, s: float) -> np.ndarray:
@@ -457,16 +589,56 @@ def _block_rng(ss: np.random.SeedSequence, k: int) -> np.random.Generator:
     return np.random.default_rng(child)
 
 
-def _in_blocks(n: int, block: int, work: Callable[[int, slice], None]) -> None:
-    """``work(k, rows)`` for every block, on the thread pool when there is more than one block."""
+def _in_blocks(n: int, block: int, work: Callable[[int, slice], None], even: bool = False) -> None:
+    """``work(k, rows)`` for every block, on the thread pool when there is more than one block.
+
+    ``even``: for corruptions that draw nothing, where blocks are only a unit of work, the batch is
+    cut into equal parts instead, as many as the blocks rounded up to a multiple of the thread count
+    while a part keeps at least a quarter block (no short last block that leaves a thread idle)."""
     count = -(-n // block)
-    jobs = [(k, slice(k * block, min(n, (k + 1) * block))) for k in range(count)]
+    if even:  # parts of at least a quarter block: tiny batches are not worth a thread hand-off
+        t = threads()
+        count = max(count, min(n, -(-count // t) * t, 4 * n // block))
+        bounds = [n * k // count for k in range(count + 1)]
+        jobs = [(k, slice(bounds[k], bounds[k + 1])) for k in range(count)]
+    else:
+        jobs = [(k, slice(k * block, min(n, (k + 1) * block))) for k in range(count)]
     size = min(threads(), count)
     if size <= 1:
-        for k, rows in jobs:
-            work(k, rows)
+        _SPLIT.free = True  # a lone block may spread its per-image work over the threads
+        try:
+            for k, rows in jobs:
+                work(k, rows)
+        finally:
+            _SPLIT.free = False
         return
     for f in [_executor(size).submit(work, k, rows) for k, rows in jobs]:
+        f.result()
+
+
+_SPLIT = threading.local()  # .free: this thread runs the batch's only block
+_INNER: tuple | None = None  # (pid, size, executor) for split_images; never the blocks' pool
+
+
+def split_images(n: int, work: Callable[[slice], None], min_images: int = 2) -> None:
+    """``work(rows)`` over consecutive slices of ``n`` images: on the threads when the batch is a single
+    block (small images: one block holds a thousand), else inline. Only for work that is independent
+    per image and draws nothing at random, so the result is the same whatever the split."""
+    size = min(threads(), n // max(1, min_images)) if getattr(_SPLIT, "free", False) else 1
+    if size <= 1:
+        work(slice(0, n))
+        return
+    global _INNER
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _POOL_LOCK:
+        if _INNER is None or _INNER[0] != os.getpid() or _INNER[1] != size:
+            _INNER = (os.getpid(), size, ThreadPoolExecutor(size, thread_name_prefix="edgeprof-split"))
+        pool = _INNER[2]
+    bounds = [n * i // size for i in range(size + 1)]
+    futures = [pool.submit(work, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:])]
+    work(slice(bounds[0], bounds[1]))  # the caller takes the first share
+    for f in futures:
         f.result()
 
 
@@ -512,7 +684,7 @@ def corrupt(images: np.ndarray, name: str, severity: int, *,
         y = np.asarray(func(x[rows], c, _block_rng(ss, k), s), dtype=F32)
         np.clip(y, 0, 1, out=out[rows])
 
-    _in_blocks(x.shape[0], block_size(*x.shape[1:]), work)
+    _in_blocks(x.shape[0], block_size(*x.shape[1:]), work, even=name in DETERMINISTIC)
     return out
 
 
@@ -561,7 +733,8 @@ def corrupt_uint8(images: np.ndarray, name: str, severity: int, *,
         if native is not None:
             out[rows] = native(x[rows], c, rng, s)
         else:
-            out[rows] = to_uint8(func(to_float(x[rows]), c, rng, s))
+            y = func(to_float(x[rows]), c, rng, s)
+            out[rows] = _to_uint8_inplace(y if y.dtype == F32 and y.flags.writeable else np.array(y, dtype=F32))
 
-    _in_blocks(x.shape[0], block_size(*x.shape[1:]), work)
+    _in_blocks(x.shape[0], block_size(*x.shape[1:]), work, even=name in DETERMINISTIC)
     return out

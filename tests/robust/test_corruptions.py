@@ -434,6 +434,52 @@ def test_results_do_not_depend_on_the_thread_count(ref, small_blocks, monkeypatc
             assert not np.array_equal(same[0], same[2]), name
 
 
+def test_a_single_block_split_over_threads_gives_the_same_result(ref, monkeypatch):
+    """Small images make one block whose per-image work (spatter) and seed-free corruptions (cut
+    into equal parts) spread over the threads: the result is the same for any thread count."""
+    x = np.stack([ref["clean_gray"][i::8, j::8] for i in range(3) for j in range(3)])[..., None][:, :28, :28]
+    for name in ["spatter", *sorted(DETERMINISTIC - {"saturate"})]:
+        monkeypatch.setenv("EDGEPROF_THREADS", "1")
+        one = corrupt(to_float(x), name, 3, seed=4), corrupt_uint8(x, name, 3, seed=4)
+        monkeypatch.setenv("EDGEPROF_THREADS", "3")
+        three = corrupt(to_float(x), name, 3, seed=4), corrupt_uint8(x, name, 3, seed=4)
+        assert np.array_equal(one[0], three[0]) and np.array_equal(one[1], three[1]), name
+
+
+@pytest.mark.parametrize("h, w, ch", [(224, 224, 3), (28, 28, 1), (37, 53, 3), (61, 20, 1), (130, 150, 3),
+                                      (250, 90, 1), (9, 8, 3)])
+def test_uint8_pixelate_and_jpeg_equal_pil_at_any_size(h, w, ch):
+    """The 8-bit paths (numpy's fixed-point BOX pass, PIL's codec objects) against PIL's own calls."""
+    from PIL import Image
+
+    x = np.random.default_rng(h * w).integers(0, 256, (2, h, w, ch), dtype=np.uint8)
+    x[1] = np.clip(np.linspace(0, 300, w)[None, :, None] + x[1] // 8, 0, 255).astype(np.uint8)  # smooth
+    for sev in (1, 3, 5):
+        pix, jpg = corrupt_uint8(x, "pixelate", sev), corrupt_uint8(x, "jpeg_compression", sev)
+        c, q = PARAMS["pixelate"][sev - 1], PARAMS["jpeg_compression"][sev - 1]
+        for i in range(2):
+            im = Image.fromarray(x[i, ..., 0] if ch == 1 else x[i])
+            small = (max(1, int(w * c)), max(1, int(h * c)))
+            want = np.asarray(im.resize(small, Image.BOX).resize((w, h), Image.NEAREST)).reshape(h, w, ch)
+            assert np.array_equal(pix[i], want), (sev, i)
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=q)
+            buf.seek(0)
+            assert np.array_equal(jpg[i], np.asarray(Image.open(buf)).reshape(h, w, ch)), (sev, i)
+
+
+def test_truncated_distance_is_the_exact_euclidean_distance():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(2)
+    for shape, p, limit in [((3, 40, 57), 0.01, 10), ((2, 31, 18), 0.05, 3), ((2, 64, 64), 0.002, 20)]:
+        mask = rng.random(shape) < p
+        mask[:, 0, 0] = True  # an edge in every image
+        ours = _weather.truncated_distance(mask, limit)
+        exact = np.stack([ndimage.distance_transform_edt(~m) for m in mask])
+        assert np.allclose(ours, np.minimum(exact, limit), atol=1e-5)
+
+
 def test_a_seed_sequence_is_not_consumed(ref, small_blocks):
     x = to_float(_batch(ref))
     ss = np.random.SeedSequence([4, 2])
