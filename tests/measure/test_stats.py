@@ -77,3 +77,31 @@ def test_exact_bootstrap_matches_resampling_bootstrap():
         # the two agree to within one order statistic (Monte-Carlo error of the resampling)
         j = lambda v: int(np.searchsorted(xs, v))  # noqa: E731
         assert abs(j(lo) - j(ref.low)) <= 1 and abs(j(hi) - j(ref.high)) <= 1, (q, lo, hi, ref)
+
+
+def test_rounds_grow_with_what_was_measured_within_their_bounds():
+    # pure arithmetic of the round schedule (no worker): rounds start at min_time / MIN_ROUNDS,
+    # then add a quarter of what the configuration measured, never above round_s, never past
+    # max_time by more than one base round, never more runs than max_runs / MIN_ROUNDS
+    from edgeprof.measure.profiler import MIN_ROUNDS, Profiler, Settings, _Proc, _Run
+    s = Settings(min_time_s=0.2, max_time_s=10.0, round_s=0.2, max_runs=1_000_000)
+    prof = Profiler(target=None, settings=s)
+    run = _Run(model=None, threads=1, batch=1, procs=[_Proc(i) for i in range(3)])
+    est = 1e-4
+    base = prof._round_size(run, est)
+    near = lambda a, b: abs(a - b) <= 1  # noqa: E731 (float sums of the samples)
+    assert near(base, 0.2 / MIN_ROUNDS / est)
+    run.samples = [est] * 6000                       # 0.6 s measured: a quarter over 3 is 0.05 s
+    assert near(prof._round_size(run, est), 0.05 / est)
+    run.samples = [est] * 60_000                     # 6 s: capped at round_s
+    assert near(prof._round_size(run, est), 0.2 / est)
+    run.samples = [est] * 99_500                     # 9.95 s of 10: back to the base round
+    assert prof._round_size(run, est) == base
+    few = Profiler(target=None, settings=Settings(max_runs=100))
+    assert few._round_size(_Run(model=None, threads=1, batch=1, procs=[_Proc(0)]), 1e-6) == 20
+    # how many stop checks 5 s of samples takes (one per pass over the 3 processes): log-like
+    run.samples, checks = [], 0
+    while sum(run.samples) < 5.0:
+        run.samples += [est] * (3 * prof._round_size(run, est))
+        checks += 1
+    assert checks < 25  # 0.04 s rounds throughout would take 42
