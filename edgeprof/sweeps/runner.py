@@ -35,7 +35,13 @@ def _import_plotting_in_background() -> None:
     import threading
 
     from ..report.charts import _plt
-    threading.Thread(target=_plt, name="edgeprof-import-matplotlib").start()
+
+    def load() -> None:
+        try:
+            _plt()
+        except Exception:  # the report imports it again and says what is wrong, in one line
+            pass
+    threading.Thread(target=load, name="edgeprof-import-matplotlib").start()
 
 
 class SweepRunner:
@@ -405,7 +411,10 @@ class SweepRunner:
             target = self._target("local")
         except EdgeprofError:
             return
+        from ..targets.local import LocalTarget
         from ..targets.pool import Prestart
+        if not isinstance(target, LocalTarget):
+            return
         self._prestarted["local"] = Prestart(target, count)
 
     def run(self) -> dict[str, Any]:
