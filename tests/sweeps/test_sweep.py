@@ -337,8 +337,9 @@ def test_latency_workers_started_ahead_are_used_and_none_is_left(tmp_path, monke
     r = run_sweep(tmp_path, demo_sweep(tmp_path / "s.toml", precisions='["fp32", "fp16"]',
                                        measure="accuracy = false\nprocesses = 2\n"))
     assert r.exit_code == 0, r.output
-    assert len(made) == 1 and made[0].taken >= 1  # 2 variants x 2 processes were wanted
-    assert made[0].taken <= made[0].started <= 4
+    # 2 variants x 2 processes were wanted: every worker started ahead is taken (how many had
+    # started by the time the phase began depends on the machine's speed)
+    assert len(made) == 1 and made[0].taken == made[0].started <= 4
     assert _live_workers() == before
     lat = [x for x in read_records(tmp_path / "out" / "results.jsonl") if x["kind"] == "latency"]
     assert len(lat) == 2 and all(len(x["processes"]) == 2 for x in lat)
