@@ -23,9 +23,9 @@ from edgeprof.measure.drift import THRESHOLDS, _check_variant, _float_tflite, tf
 from edgeprof.errors import InputError
 from edgeprof.robust.corruptions import corrupt, to_float, to_uint8
 from edgeprof.variants.cache import Cache, Variant
-from edgeprof.tools import CLOSED_PROXY
 from tests.conftest import require
-from tests.passes.test_convert import ENV_MISSING, PROXIES, _tools_dir, convert, env_ready
+from tests.passes import test_convert as _convert_tests
+from tests.passes.test_convert import ENV_MISSING, convert, env_ready
 
 D = demo_paths()
 ROWS = 300
@@ -37,16 +37,8 @@ def _drift(cache: Path, vid: str, field: Path, out: Path, rows: int = ROWS):
                                     "--json", str(out)])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    """As for the converter's own tests: any network attempt fails (proxies on a closed port)."""
-    with pytest.MonkeyPatch.context() as mp:
-        for k in PROXIES:
-            mp.setenv(k, CLOSED_PROXY)
-        for k in ("NO_PROXY", "no_proxy"):
-            mp.delenv(k, raising=False)
-        mp.setenv("EDGEPROF_TOOLS_DIR", str(_tools_dir()))
-        yield
+# the converter's offline guard (every proxy a closed loopback port), autouse here as there
+offline = _convert_tests.offline
 
 
 @pytest.fixture(scope="module")
