@@ -85,6 +85,7 @@ def outliers(samples_s: Sequence[float], threshold: float = 3.5) -> np.ndarray:
 
 N_BOOT = 2000
 PROCESS_BOUND_FRACTION = 0.5   # every process's own p50 known this much better than the target
+BETWEEN_OVER_OWN = 9.0        # processes differ by 3 sd of their p50s' own noise (a chance of 1e-4)
 
 
 def process_groups(samples_s: Sequence[float], rounds: Sequence[int],
@@ -231,15 +232,40 @@ class StopRule:
         return StopState(False, None, reached)
 
     def _process_bound(self, gs: Sequence[np.ndarray]) -> bool:
-        """More samples cannot reach the target: each process's own p50 is already known far
-        better than the target, so what keeps the pooled CI wide is the processes differing
-        (more processes would help, more samples would not)."""
+        """More samples cannot reach the target: what keeps the pooled CI wide is the processes
+        differing (more processes would help, more samples would not). Either
+
+        - every process's own p50 is already known far better than the target, or
+        - the processes' p50s differ by clearly more than their own sampling noise (variance
+          ``BETWEEN_OVER_OWN`` times it) and that difference alone, with every process's p50
+          known exactly, would keep the two-level half-width (Student t with k-1 degrees of
+          freedom, as in ``two_level_quantile_ci``) above the target.
+
+        The second catches a configuration whose processes differ by a few percent after a
+        fraction of a second instead of after every process's p50 is known to half the target
+        (several seconds at 100 us). A stop it calls too early is still recorded as reached."""
+        from scipy import special
+
+        alpha = (1.0 - self.confidence) / 2.0
+        z = float(special.ndtri(1.0 - alpha))
+        meds, own_hw = [], []
         for g in gs:
             med = float(np.median(g))
             lo, hi = bootstrap_quantile_ci(g, 50, self.confidence)
-            if med <= 0 or (hi - lo) / 2 / med > PROCESS_BOUND_FRACTION * self.rel_ci:
+            if med <= 0:
                 return False
-        return True
+            meds.append(med)
+            own_hw.append((hi - lo) / 2)
+        if all(h / m <= PROCESS_BOUND_FRACTION * self.rel_ci for h, m in zip(own_hw, meds)):
+            return True
+        k = len(meds)
+        v_own = float(np.mean([(h / z) ** 2 for h in own_hw]))
+        v_q = float(np.var(meds, ddof=1))
+        if v_q < BETWEEN_OVER_OWN * v_own:
+            return False
+        t = float(special.stdtrit(k - 1, 1.0 - alpha))
+        floor = t * np.sqrt((v_q - v_own) / k)
+        return bool(floor > self.rel_ci * float(np.median(np.concatenate(gs))))
 
     def to_record(self, state: StopState) -> dict[str, Any]:
         return {"rule": self.name, "rel_ci_target": self.rel_ci if self.rel_ci > 0 else None,

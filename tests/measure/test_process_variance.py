@@ -136,6 +136,25 @@ def test_processes_that_differ_stop_once_more_samples_cannot_help():
     assert sum(map(len, groups)) * TRUE_P50 < 1.0             # well before max_time
 
 
+def test_processes_that_differ_clearly_stop_before_each_is_known_to_half_the_target():
+    """2 % apart, each process's own p50 still known only to ~0.8 %: the between-process
+    difference alone keeps the CI above 1 %, so the rule stops (the old rule, needing every
+    process known to 0.5 %, would measure on); the same noise without a difference goes on to
+    reach the precision in every one of 40 seeded sequences."""
+    levels = (1.0, 1.02, 0.985)
+    rng = np.random.default_rng(1)
+    groups = [rng.lognormal(np.log(TRUE_P50 * f), 0.15, 2000) for f in levels]
+    own = [(lambda lo, hi: (hi - lo) / 2 / np.median(g))(*bootstrap_quantile_ci(g, 50))
+           for g in groups]
+    assert min(own) > 0.5 * RULE.rel_ci                       # the old criterion is not met
+    state = RULE.check(groups)
+    assert state.done and state.reason == "process_bound" and state.reached_rel_ci > 0.01
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        state, _ = _run_rule(RULE, lambda i, m: rng.lognormal(np.log(TRUE_P50), 0.15, m), 3, 300)
+        assert state.reason == "precision", seed
+
+
 def test_max_runs_and_fixed_rule():
     rng = np.random.default_rng(0)
     capped = StopRule(rel_ci=0.0001, min_time_s=0.0, max_time_s=100.0, min_runs=10, max_runs=300)
