@@ -6,6 +6,7 @@ records (raw samples + derived statistics)."""
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -72,6 +73,7 @@ class _Proc:
     samples: list[float] = field(default_factory=list)
     last_round: int = 0
     peak_rss: int | None = None
+    cold: bool = False   # started at its configuration's turn, on a quiet machine: a cold start
 
 
 @dataclass
@@ -150,7 +152,8 @@ class Profiler:
             batches = self.batches_for(m)  # reads the model file once, not per thread count
             for t in self.s.threads:
                 for b in batches:
-                    r = _Run(m, t, b, procs=[_Proc(i) for i in range(max(1, self.s.processes))])
+                    r = _Run(m, t, b, procs=[_Proc(i, cold=i < self._cold_in_worker())
+                                             for i in range(max(1, self.s.processes))])
                     (skipped.append(r.label) if self.store.has(self.key(m, t, b)) else runs.append(r))
         records: list[dict[str, Any]] = []
         self._n_total = max(1, len(runs))
@@ -199,6 +202,15 @@ class Profiler:
                     threads=r.threads, batch=r.batch, shapes=self.s.shapes,
                     inputs=self._inputs(), spec=worker_spec(spec, raw_dtype))
 
+    def _cold_in_worker(self) -> int:
+        """How many of a configuration's latency processes are its cold starts too: on a target
+        whose workers are local processes, a process started fresh at its configuration's turn
+        (nothing else running) times exactly what a cold start times, from spawn to its first
+        result, and then goes on measuring; separate cold-start processes time the rest."""
+        if not getattr(self.target, "cold_start_in_worker", False):
+            return 0
+        return min(self.s.cold_starts, max(1, self.s.processes))
+
     def _spawn(self, runs: list[_Run]) -> None:
         """Start the worker processes two at a time (interpreter and numpy start-up, nothing
         measured yet); loading stays sequential because session and first-inference times are
@@ -209,10 +221,16 @@ class Profiler:
         def spawn(rp: tuple[_Run, _Proc]) -> None:
             try:
                 rp[1].worker = self.target.start_worker(self._proc_label(*rp))
+                # the runtime's import too (nothing is timed yet; load counts memory from
+                # before it): loading, which runs one process at a time, is left with the session
+                rp[1].worker.request("import", runtime=self.s.runtime or (
+                    "litert" if rp[0].model.format == "tflite" else "onnxruntime"))
             except EdgeprofError:
+                if rp[1].worker is not None:
+                    rp[1].worker.close()
                 rp[1].worker = None  # _start tries again and records the error
         with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(spawn, [(r, p) for r in runs for p in r.procs]))
+            list(pool.map(spawn, [(r, p) for r in runs for p in r.procs if not p.cold]))
 
     @staticmethod
     def _proc_label(r: _Run, p: _Proc) -> str:
@@ -221,16 +239,20 @@ class Profiler:
     def _start(self, r: _Run, records: list[dict[str, Any]]) -> None:
         try:
             for p in r.procs:
-                if p.worker is None:
-                    p.worker = self.target.start_worker(self._proc_label(r, p))
+                if p.cold:
+                    self.progress(f"cold start {r.label}", 0.1)
+                    self._start_cold(r, p)
+                else:
+                    if p.worker is None:
+                        p.worker = self.target.start_worker(self._proc_label(r, p))
+                    p.load = p.worker.request("load", **self._load_args(r))
                 if self.env is None:
                     self.env = p.worker.request("env")["env"]
-                p.load = p.worker.request("load", **self._load_args(r))
                 p.peak_rss = p.load.get("peak_rss_bytes")
             if self.s.op_profile:
                 self.progress(f"operator profile {r.label}", 0.1)
                 self._op_profile(r)
-            if self.s.cold_starts:
+            if self.s.cold_starts > sum(p.cold for p in r.procs):
                 self.progress(f"cold start {r.label}", 0.1)
                 self._cold_start(r)
         except EdgeprofError as exc:
@@ -346,13 +368,33 @@ class Profiler:
         cap = min(max(1, -(-s.max_runs // MIN_ROUNDS)), s.max_runs - len(r.samples))
         return max(1, min(int(per_round_s / max(est_s, 1e-9)), cap))
 
+    def _start_cold(self, r: _Run, p: _Proc) -> None:
+        """Start a latency process now and time it as a cold start: spawn, interpreter and
+        numpy, the runtime's import, the session, one batch of data and the first inference,
+        ``total_s`` from spawn to the first result as the host sees it."""
+        start = getattr(self.target, "start_fresh_worker", self.target.start_worker)
+        t0 = time.perf_counter()
+        p.worker = start(self._proc_label(r, p))
+        p.load = p.worker.request("load", **self._load_args(r))
+        total_s = time.perf_counter() - t0
+        got = {"numpy_import_s": p.worker.hello.get("numpy_import_s"),
+               "runtime_import_s": p.load.get("runtime_import_s"),
+               "session_s": p.load.get("session_s"),
+               "first_inference_s": p.load.get("first_inference_s"),
+               "in_process_s": p.load.get("in_process_s"),
+               "peak_rss_bytes": p.load.get("peak_rss_bytes"), "total_s": total_s}
+        r.cold = r.cold or {}
+        for k, v in got.items():
+            r.cold.setdefault(k, []).append(v)
+
     def _cold_start(self, r: _Run) -> None:
         """Fresh processes, each importing the runtime, loading the model and running one
-        inference: what a user meets at start-up, apart from warm latency."""
-        cold: dict[str, list[float]] = {}
+        inference: what a user meets at start-up, apart from warm latency (those that the
+        configuration's own latency processes did not time already)."""
+        cold: dict[str, list[float]] = r.cold or {}
         args = dict(path=self.target.stage(r.model.path), runtime=self.s.runtime,
                     threads=r.threads, batch=r.batch, shapes=self.s.shapes)
-        for _ in range(self.s.cold_starts):
+        for _ in range(self.s.cold_starts - sum(p.cold for p in r.procs)):
             for k, v in self.target.cold_start(args).items():
                 cold.setdefault(k, []).append(v)
         r.cold = cold
@@ -395,7 +437,8 @@ class Profiler:
                             warmup_runs=min(len(p.warmup) for p in r.procs), stop_rule=stop_rule)
         # memory: the process that grew most stands for the configuration (peak is a maximum)
         top = max(r.procs, key=lambda p: p.peak_rss or 0)
-        base_rss, peak_rss = top.load.get("rss_before_load_bytes"), top.peak_rss
+        base_rss = top.load.get("rss_before_runtime_bytes") or top.load.get("rss_before_load_bytes")
+        peak_rss = top.peak_rss
         src = ({"synthetic_seed": self.s.seed} if self.data is None
                else {"data": str(self.data.path), "rows": [0, r.batch]})
         rec = new_record(

@@ -406,7 +406,11 @@ class SweepRunner:
             return
         configs = sum(len(mp.recipes) for mp in p.model_plans()) * len(p.threads) * \
             len(p.batches or [None])
-        count = min(self.PRESTART_MAX, configs * max(1, p.processes))
+        # a configuration's first processes start at its turn when they are its cold starts
+        count = min(self.PRESTART_MAX,
+                    configs * (max(1, p.processes) - min(p.cold_starts, max(1, p.processes))))
+        if count <= 0:
+            return
         try:
             target = self._target("local")
         except EdgeprofError:

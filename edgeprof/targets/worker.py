@@ -11,6 +11,7 @@ Protocol: newline-delimited JSON. Each request on stdin is an object with ``cmd`
 * ``load``: open the model and prepare its inputs (synthetic, seeded, or rows of an npz file put
   through the InputSpec); replies with the model's inputs/outputs, session and first-inference time
   and memory.
+* ``import``: import ``runtime`` ahead of ``load`` (memory still counts from before it).
 * ``env``: static facts about the machine and a snapshot of its state.
 * ``round``: ``n`` timed runs; replies with the raw samples in seconds and state snapshots taken
   before and after, so throttling and frequency changes show up.
@@ -715,6 +716,25 @@ def detect_format(path):
     return "tflite" if head[4:8] == b"TFL3" else "onnx"
 
 
+def import_runtime_s(path, runtime):
+    """Import the runtime that would open ``path`` and return the seconds it took (about 0 once
+    imported). A runtime that is not installed is left for ``open_runtime`` to report."""
+    if runtime in (None, "", "auto"):
+        runtime = "litert" if detect_format(path) == "tflite" else "onnxruntime"
+    t = time.perf_counter()  # (path is only read when the runtime is not named)
+    try:
+        if runtime == "onnxruntime":
+            import onnxruntime  # noqa: F401
+        elif runtime in ("litert", "tflite_runtime"):
+            try:
+                import ai_edge_litert.interpreter  # noqa: F401
+            except ImportError:
+                import tflite_runtime.interpreter  # noqa: F401
+    except ImportError:
+        pass
+    return time.perf_counter() - t
+
+
 def open_runtime(path, runtime, threads, op_profile=False):
     fmt = detect_format(path)
     if runtime in (None, "", "auto"):
@@ -844,13 +864,25 @@ class Worker:
         self.send = send
         self.rt = None
         self.sysfs_root = "/"
+        self.rss_before_runtime = None  # this process before any runtime was imported
 
     def cmd_env(self, req):
         return {"env": static_env(req.get("root") or self.sysfs_root)}
 
+    def _import_runtime(self, req):
+        if self.rss_before_runtime is None:
+            self.rss_before_runtime = memory_bytes()[0]
+        return import_runtime_s(req.get("path"), req.get("runtime"))
+
+    def cmd_import(self, req):
+        """Import ``runtime`` (or the one that will open ``path``) ahead of ``load`` (nothing
+        is timed then); ``load`` still counts memory from before the import."""
+        return {"runtime_import_s": self._import_runtime(req)}
+
     def cmd_load(self, req):
         if req.get("sysfs_root"):  # a fake /sys and /proc tree (tests)
             self.sysfs_root = req["sysfs_root"]
+        runtime_import_s = self._import_runtime(req)
         rss0, _ = memory_bytes()
         t0 = time.perf_counter()
         self.rt = rt = open_runtime(req["path"], req.get("runtime"), req.get("threads", 1),
@@ -897,11 +929,14 @@ class Worker:
         except Exception as exc:
             raise WorkerFault("inference failed: " + one_line(exc))
         first_s = time.perf_counter() - t1
+        in_process_s = time.perf_counter() - _T0
         rss1, hwm1 = memory_bytes()
         return {"runtime": rt.name, "runtime_version": rt.version, "inputs": rt.inputs,
                 "outputs": rt.outputs, "feed_shapes": shapes, "data_layouts": data_layouts,
-                "session_s": session_s,
+                "runtime_import_s": runtime_import_s, "session_s": session_s,
+                "in_process_s": in_process_s,
                 "first_inference_s": first_s, "batch_loop": self.batch_loop,
+                "rss_before_runtime_bytes": self.rss_before_runtime,
                 "rss_before_load_bytes": rss0, "rss_after_load_bytes": rss_loaded,
                 "rss_after_first_bytes": rss1, "peak_rss_bytes": hwm1}
 
@@ -997,17 +1032,8 @@ class Worker:
 def cold_start(req):
     """One cold start as a user meets it, in this fresh process: import the runtime, open the
     model, run one inference. The host times the whole process from spawn to exit."""
-    fmt = detect_format(req["path"])
-    runtime = req.get("runtime") or ("litert" if fmt == "tflite" else "onnxruntime")
-    t = time.perf_counter()
-    if runtime == "onnxruntime":
-        import onnxruntime  # noqa: F401
-    else:
-        try:
-            import ai_edge_litert.interpreter  # noqa: F401
-        except ImportError:
-            import tflite_runtime.interpreter  # noqa: F401
-    import_s = time.perf_counter() - t
+    runtime = req.get("runtime")
+    import_s = import_runtime_s(req["path"], runtime)
     t = time.perf_counter()
     rt = open_runtime(req["path"], runtime, req.get("threads", 1))
     session_s = time.perf_counter() - t
@@ -1049,7 +1075,8 @@ def main():
 
     worker = Worker(send)
     send({"status": "ok", "hello": "edgeprof-worker", "protocol": PROTOCOL_VERSION,
-          "pid": os.getpid(), "python": platform.python_version()})
+          "pid": os.getpid(), "python": platform.python_version(),
+          "numpy_import_s": _NUMPY_IMPORT_S})
     for line in sys.stdin:
         line = line.strip()
         if not line:

@@ -41,3 +41,72 @@ def test_profile_records_cold_start_apart_from_warm_latency(models_dir, tmp_path
     rec = next(read_records(res))
     assert len(rec["cold_start"]["total_s"]) == 2
     assert min(rec["cold_start"]["total_s"]) > rec["stats"]["p50_s"]
+
+
+# -- a configuration's first latency processes are its cold starts ----------------------------
+
+def _profile(models_dir, target, **kw):
+    from edgeprof.measure.profiler import Profiler, Settings
+    from edgeprof.variants.family import resolve_models
+    settings = Settings(min_time_s=0.02, max_time_s=0.2, min_runs=20, rel_ci=0.0,
+                        warmup_max_s=0.2, **kw)
+    refs = resolve_models([str(models_dir / "cnn.onnx")], models_dir / "cache")
+    recs, _ = Profiler(target, settings).run(refs)
+    return recs[0]
+
+
+def _check_parts(cold: dict, i: int) -> None:
+    parts = (cold["numpy_import_s"][i] + cold["runtime_import_s"][i] + cold["session_s"][i]
+             + cold["first_inference_s"][i])
+    assert min(cold["numpy_import_s"][i], cold["runtime_import_s"][i], cold["session_s"][i],
+               cold["first_inference_s"][i]) > 0
+    # timed from spawn: the whole is longer than what the process saw, which holds its parts
+    assert cold["total_s"][i] > cold["in_process_s"][i] >= parts
+
+
+def test_latency_processes_started_at_their_turn_are_timed_as_cold_starts(models_dir,
+                                                                         monkeypatch):
+    dedicated = []
+    real = LocalTarget.cold_start
+    monkeypatch.setattr(LocalTarget, "cold_start",
+                        lambda self, args, **kw: dedicated.append(1) or real(self, args, **kw))
+    rec = _profile(models_dir, LocalTarget(), processes=3, cold_starts=2)
+    assert dedicated == []                     # both came from the latency processes
+    cold = rec["cold_start"]
+    assert {len(v) for v in cold.values()} == {2}
+    for i in range(2):
+        _check_parts(cold, i)
+    rec = _profile(models_dir, LocalTarget(), processes=2, cold_starts=3)
+    assert dedicated == [1]                    # one more than the processes: a process of its own
+    assert {len(v) for v in rec["cold_start"].values()} == {3}
+    for i in range(3):
+        _check_parts(rec["cold_start"], i)
+
+
+def test_a_cold_start_process_is_never_one_started_ahead(models_dir):
+    """With workers started ahead (a sweep's build), the cold-start process is still started at
+    its turn: a worker started ahead would show a spawn-to-result time shorter than the time its
+    own process has been running."""
+    from edgeprof.targets.pool import Prestart
+    import time
+    ahead = Prestart(LocalTarget(), 3)   # one more than the two processes that are not cold
+    deadline = time.monotonic() + 60
+    while ahead.started < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        rec = _profile(models_dir, ahead, processes=3, cold_starts=1)
+    finally:
+        ahead.close()
+    assert ahead.started == 3 and ahead.taken == 2
+    _check_parts(rec["cold_start"], 0)
+
+
+def test_memory_counts_from_before_the_runtime_import_even_when_imported_ahead(tmp_path):
+    from edgeprof.targets.client import start_local_worker
+    from tests.tiny_models import tiny_cnn
+    m = tiny_cnn(tmp_path / "m.onnx")
+    with start_local_worker() as w:
+        ahead = w.request("import", runtime="onnxruntime")["runtime_import_s"]
+        load = w.request("load", path=str(m))
+    assert ahead > load["runtime_import_s"] >= 0     # imported once, ahead
+    assert load["rss_before_runtime_bytes"] < load["rss_before_load_bytes"]
