@@ -1,9 +1,16 @@
 """The report's plots (matplotlib, Agg). Each function draws one figure from rows/records and
-returns the written file names (PNG and SVG), or [] when there is nothing to draw."""
+returns the written file names (PNG and SVG), or [] when there is nothing to draw; it decides that
+before its first call of ``_plt()``. ``render_all`` renders a report's charts, in parallel in
+forked processes where CPUs are idle."""
 from __future__ import annotations
 
+import json
+import os
+import signal
+import threading
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -16,7 +23,16 @@ FAMILIES = {
 }
 
 
+_probing = threading.local()  # set by _draws: _plt() raises _WouldDraw instead of importing
+
+
+class _WouldDraw(Exception):
+    """A chart probed by _draws reached _plt(): it has something to draw."""
+
+
 def _plt():
+    if getattr(_probing, "on", False):
+        raise _WouldDraw
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -38,6 +54,168 @@ def _save(fig, out: Path, stem: str) -> list[str]:
     finally:
         plt.close(fig)
     return [f"{stem}.png", f"{stem}.svg"]
+
+
+Job = tuple[Callable[..., list[str]], tuple]  # a chart function and its arguments
+
+
+def _draws(job: Job) -> list[str] | None:
+    """Probe a chart without drawing it: [] when it has nothing to draw (its final result: every
+    chart function returns [] before its first _plt() call), None when it would draw or fails
+    (the render then raises as the serial code does)."""
+    _probing.on = True
+    try:
+        return job[0](*job[1])
+    except Exception:  # _WouldDraw, or an error the real render will raise
+        return None
+    finally:
+        _probing.on = False
+
+
+def processes(n_jobs: int) -> int:
+    """Processes to render n_jobs drawing charts: ``EDGEPROF_REPORT_PROCESSES`` (1 = serial;
+    it may exceed the CPUs, for tests), else min(4, usable CPUs, n_jobs); 1 without os.fork."""
+    from ..errors import InputError
+    env = os.environ.get("EDGEPROF_REPORT_PROCESSES", "").strip()
+    if env:
+        try:
+            want = int(env)
+        except ValueError:
+            raise InputError(f"EDGEPROF_REPORT_PROCESSES must be an integer, got {env!r}") from None
+    else:
+        try:
+            want = min(4, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            want = min(4, os.cpu_count() or 1)
+    return max(1, min(want, n_jobs)) if hasattr(os, "fork") else 1
+
+
+def _fork() -> int:
+    """os.fork, with SIGINT held until the child has reset it to the default (a Ctrl-C in between
+    would raise KeyboardInterrupt in the child's copy of the parent's code)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    pid = -1
+    try:
+        # Forking with other threads alive (the sweep's idle daemon threads) is safe here: the
+        # child only renders with matplotlib's Agg backend (imported, like every module a chart
+        # needs, by the parent before the fork) and writes files, then leaves with os._exit.
+        # Python >= 3.12 warns about any fork with threads; this one is deliberate.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    finally:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return pid
+
+
+def _child(fd: int, jobs: dict[int, Job]) -> None:
+    """In a forked child: render the jobs, write {job index: file names} of those that worked
+    as JSON to the pipe, and leave with os._exit (no atexit handlers, no flush of the parent's
+    stdio buffers). A job that fails is left out: the parent renders it again."""
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child; the parent cleans up
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        done = {}
+        for i, (fn, args) in jobs.items():
+            try:
+                done[i] = fn(*args)
+            except Exception:
+                pass
+        data = json.dumps(done).encode()
+        while data:
+            data = data[os.write(fd, data):]
+        code = 0
+    except BaseException:
+        pass
+    finally:
+        os._exit(code)
+
+
+def _reap(pid: int, kill: bool = False) -> None:
+    if kill:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _reply(pipe, pid: int, deadline: float) -> dict[int, list[str]]:
+    """A child's answer, read to its end; {} when it died, wrote anything but the answer, or
+    has not answered by the deadline (then it is killed: a hung child never hangs the report)."""
+    import select
+    import time
+    ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
+    raw = pipe.read() if ready else b""
+    pipe.close()
+    _reap(pid, kill=not ready)
+    try:
+        got = {int(k): v for k, v in json.loads(raw).items()}
+    except (ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in got.items()
+            if isinstance(v, list) and all(isinstance(x, str) for x in v)}
+
+
+def render_all(jobs: list[Job]) -> list[str]:
+    """Render every chart job; their file names in job order, exactly as one after another.
+
+    A chart takes ~0.5 s and nothing else runs while a report is written, so the charts that draw
+    are split round-robin into ``processes()`` groups: the parent renders the first, a forked
+    child each of the others, sending its file names back over a pipe as JSON. Any job a child
+    did not report (an exception, a crash, a kill, bad JSON, no answer in 60 s or 10 times the
+    parent's own share) the parent renders itself, so parallelism never loses a chart, and a
+    failing chart raises here as in the serial code."""
+    import time
+    results: dict[int, list[str]] = {}
+    todo = []
+    for i, job in enumerate(jobs):
+        probed = _draws(job)
+        if probed is None:
+            todo.append(i)
+        else:
+            results[i] = probed
+    n = processes(len(todo))
+    groups = [todo[k::n] for k in range(n)]
+    children: list[tuple[int, Any, list[int]]] = []  # (pid, read end of its pipe, job indices)
+    if n > 1:
+        _plt()  # imported before the fork (waits for the sweep's background import to finish)
+    try:
+        for group in groups[1:]:
+            r, w = os.pipe()
+            try:
+                pid = _fork()
+            except OSError:  # no more processes: the parent renders the rest
+                os.close(r)
+                os.close(w)
+                break
+            if pid == 0:
+                _child(w, {i: jobs[i] for i in group})  # never returns
+            os.close(w)
+            children.append((pid, os.fdopen(r, "rb"), group))
+        t0 = time.monotonic()
+        for i in groups[0]:
+            results[i] = jobs[i][0](*jobs[i][1])
+        deadline = time.monotonic() + max(60.0, 10 * (time.monotonic() - t0))
+        while children:
+            pid, pipe, group = children[0]
+            got = _reply(pipe, pid, deadline)
+            children.pop(0)
+            results.update({i: got[i] for i in group if i in got})
+    except BaseException:
+        for pid, pipe, _ in children:  # Ctrl-C or an error in the parent: no child outlives it
+            pipe.close()
+            _reap(pid, kill=True)
+        raise
+    for i in todo:  # what a child left undone, one after another as before
+        if i not in results:
+            results[i] = jobs[i][0](*jobs[i][1])
+    return [name for i in range(len(jobs)) for name in results[i]]
 
 
 def _plain_log_labels(axis) -> None:

@@ -348,16 +348,17 @@ def write_report(out: Path, dec: dict[str, Any], results_path: Path, title: str)
     if results_path.resolve() != (out / "results.jsonl").resolve():
         write_output(out / "results.jsonl", lambda f: f.write(results_path.read_bytes()))
     labels = {r["variant_id"]: r["label"] for r in dec["rows"]}
-    images: list[str] = []
-    images += charts.latency_vs_accuracy(dec["rows"], out)
-    images += charts.accuracy_vs_severity(records, labels, out)
-    images += charts.corruption_heatmap(records, labels, dec.get("baseline"), out)
-    images += charts.latency_distributions(records, out, dec.get("batch", 1))
-    images += charts.throughput_curves(records, out)
-    images += charts.size_memory_bars(dec["rows"], out)
-    images += charts.op_profile_bars(records, out)
-    images += charts.board_state(records, out)
-    images += charts.sustained_timeline(records, out)
+    images = charts.render_all([  # in parallel where CPUs are idle (EDGEPROF_REPORT_PROCESSES)
+        (charts.latency_vs_accuracy, (dec["rows"], out)),
+        (charts.accuracy_vs_severity, (records, labels, out)),
+        (charts.corruption_heatmap, (records, labels, dec.get("baseline"), out)),
+        (charts.latency_distributions, (records, out, dec.get("batch", 1))),
+        (charts.throughput_curves, (records, out)),
+        (charts.size_memory_bars, (dec["rows"], out)),
+        (charts.op_profile_bars, (records, out)),
+        (charts.board_state, (records, out)),
+        (charts.sustained_timeline, (records, out)),
+    ])
     write_csv(out / "results.csv", dec["rows"])
     write_text(out / "decision.json", json.dumps(dec, indent=1, sort_keys=True, default=str))
     write_text(out / "summary.md", summary_md(title, dec, records, images))
