@@ -125,8 +125,11 @@ def _keep_snapshot(run: _Run, snap: dict[str, Any]) -> None:
 class Profiler:
     def __init__(self, target: Target, settings: Settings, store: ResultStore | None = None,
                  data: Dataset | None = None, spec: InputSpec | None = None,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, keep_workers: int = 0):
         self.target, self.s = target, settings
+        # up to this many workers of configurations measured without error are left running in
+        # ``kept`` for the caller (an untimed phase next, e.g. accuracy), instead of closed
+        self.keep_workers, self.kept = keep_workers, []
         self.store = store or ResultStore(None)
         self.data, self.spec = data, spec
         self.progress = progress or (lambda desc, frac: None)
@@ -157,6 +160,7 @@ class Profiler:
                     (skipped.append(r.label) if self.store.has(self.key(m, t, b)) else runs.append(r))
         records: list[dict[str, Any]] = []
         self._n_total = max(1, len(runs))
+        completed = False
         try:
             self._spawn(runs)
             first = next((p.worker for r in runs for p in r.procs if p.worker is not None), None)
@@ -177,10 +181,16 @@ class Profiler:
                 for i, r in enumerate(live):
                     self._warm_all(r, i, len(live), records)
                 self._measure([r for r in live if r.error is None], records)
+            completed = True
         finally:
             for r in runs:
                 for p in r.procs:
-                    if p.worker is not None:
+                    if p.worker is None:
+                        continue
+                    if (completed and r.error is None and not p.worker.closed
+                            and len(self.kept) < self.keep_workers):
+                        self.kept.append(p.worker)
+                    else:
                         p.worker.close()
             self._scratch.cleanup()
         self.progress("done", 1.0)

@@ -49,6 +49,7 @@ class SweepRunner:
                  targets_dir: Path | None = None, wait: bool = False):
         self.plan, self.cache = plan, cache
         self._prestarted: dict[str, Any] = {}  # target name -> Prestart (latency workers)
+        self._spare: dict[str, list[Any]] = {}  # target name -> latency workers left for accuracy
         self.progress = progress or (lambda d, f: None)
         self.targets_dir = targets_dir
         self.wait = wait
@@ -157,11 +158,17 @@ class SweepRunner:
             def prog(desc: str, frac: float, ti: int = ti) -> None:
                 self._phase("latency", f"{tname}: {desc}", (ti + frac) / len(p.targets))
             ahead = self._prestarted.pop(tname, None)
+            # two local latency workers stay for the accuracy phase (which runs two at a time,
+            # untimed), so it does not start interpreters of its own
+            spare = self._spare.setdefault(tname, [])
+            keep = (2 - len(spare) if tname == "local" and self.plan.accuracy
+                    and tname in self._eval_targets() else 0)
             prof = Profiler(ahead or target, settings, store=self.store, data=evaluation,
-                            progress=prog)
+                            progress=prog, keep_workers=max(0, keep))
             try:
                 records, skipped = prof.run(refs)
             finally:  # the board's connection and its claim end with the phase
+                spare.extend(prof.kept)
                 if ahead is not None:
                     ahead.close()
                 getattr(target, "close", lambda: None)()
@@ -263,7 +270,7 @@ class SweepRunner:
             npz = target.stage(evaluation.npz_path(scratch)) if todo else None
             done = [0]
             refs: dict[str, dict[str, Any]] = {}
-            pool = WorkerPool(target)
+            pool = WorkerPool(target, idle=self._spare.pop(tname, None))
 
             def outputs_of(v: Variant, target: Any, npz: Any, pool: Any = pool) -> dict[str, Any]:
                 return outputs_on(target, v.path, npz, n, spec_for_worker(v.input_spec, raw_dtype),
@@ -480,6 +487,10 @@ class SweepRunner:
             for ahead in self._prestarted.values():
                 ahead.close()
             self._prestarted.clear()
+            for spare in self._spare.values():
+                for w in spare:
+                    w.close()
+            self._spare.clear()
         self._phase("decide", "frontier and recommendation", 0.0)
         from .decide import decide
         root = groups[0][1]

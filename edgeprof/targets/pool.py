@@ -18,9 +18,9 @@ class WorkerPool:
     failed is closed, never handed out again. ``close()`` ends them all (and is what ends the
     phase)."""
 
-    def __init__(self, target: Any):
+    def __init__(self, target: Any, idle: list[WorkerClient] | None = None):
         self.target = target
-        self._idle: list[WorkerClient] = []
+        self._idle: list[WorkerClient] = list(idle or [])  # started already (e.g. latency's)
         self._lock = threading.Lock()
 
     @contextmanager

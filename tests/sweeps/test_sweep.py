@@ -343,3 +343,33 @@ def test_latency_workers_started_ahead_are_used_and_none_is_left(tmp_path, monke
     assert _live_workers() == before
     lat = [x for x in read_records(tmp_path / "out" / "results.jsonl") if x["kind"] == "latency"]
     assert len(lat) == 2 and all(len(x["processes"]) == 2 for x in lat)
+
+
+def test_accuracy_runs_in_latency_workers_left_running_and_none_is_left(tmp_path, monkeypatch):
+    # two local latency workers stay for the accuracy phase, which then starts none of its own;
+    # accuracies are those of workers started for it (the same files, the same rows)
+    from edgeprof.targets import local
+    from tests.targets.test_pool import _live_workers
+    phases: list[str] = []
+    real = local.LocalTarget.start_worker
+
+    def start_worker(self, label):
+        phases.append(label)
+        return real(self, label)
+    monkeypatch.setattr(local.LocalTarget, "start_worker", start_worker)
+    before = _live_workers()
+    r = run_sweep(tmp_path, demo_sweep(tmp_path / "s.toml", precisions='["fp32", "fp16"]',
+                                       measure="processes = 2\n"))
+    assert r.exit_code == 0, r.output
+    assert _live_workers() == before
+    assert not [p for p in phases if p.endswith("accuracy")]     # none started for accuracy
+    acc = {x["variant_id"]: x["accuracy"] for x in read_records(tmp_path / "out" / "results.jsonl")
+           if x["kind"] == "accuracy"}
+    monkeypatch.setattr(local.LocalTarget, "start_worker", real)
+    r = run_sweep(tmp_path / "again", demo_sweep(tmp_path / "s2.toml", precisions='["fp32", "fp16"]',
+                                                 measure="latency = false\n"))
+    assert r.exit_code == 0, r.output
+    again = {x["variant_id"]: x["accuracy"]
+             for x in read_records(tmp_path / "again" / "out" / "results.jsonl")
+             if x["kind"] == "accuracy"}
+    assert len(acc) == 2 and acc == again
