@@ -74,12 +74,42 @@ def _ort_tools_without_torch() -> None:
     onnxruntime.tools = mod  # type: ignore[attr-defined]
 
 
+def shapes_complete(src: Path) -> bool:
+    """Whether onnx's own shape inference gives every tensor a node computes a type and a
+    shape of known rank whose every dimension is a number or a name the model gave. Symbolic shape inference
+    then has nothing to add that quantization reads (the quantized graphs come out identical
+    apart from ``value_info``; tests/passes check it), and skipping it spares importing sympy
+    (~0.8 s). Graphs with subgraphs (If, Loop, Scan) always get it."""
+    import onnx
+    try:
+        model = onnx.load(str(src), load_external_data=False)
+        graph = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # noqa: BLE001 - anything odd: let symbolic inference decide
+        return False
+    typed = {v.name: v.type for v in [*graph.value_info, *graph.output, *graph.input]}
+    for node in graph.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for a in node.attribute):
+            return False
+        for out in filter(None, node.output):
+            t = typed.get(out)
+            if t is None or not t.HasField("tensor_type"):
+                return False
+            tt = t.tensor_type
+            if not tt.elem_type or not tt.HasField("shape") or any(
+                    not (d.HasField("dim_value") or d.HasField("dim_param"))
+                    or d.dim_param.startswith("unk__") for d in tt.shape.dim):
+                return False  # onnx names a dimension it could not infer "unk__<n>"
+    return True
+
+
 def pre_process(src: Path, dst: Path) -> None:
-    """onnxruntime's quantization pre-processing (symbolic shape inference and basic graph
-    optimisation), without the torch import it otherwise triggers."""
+    """onnxruntime's quantization pre-processing (shape inference and basic graph
+    optimisation), without the torch import it otherwise triggers; symbolic shape inference
+    only where onnx's own leaves a shape unknown (``shapes_complete``)."""
     _ort_tools_without_torch()
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=shapes_complete(src))
 
 
 def _opset_for_per_channel(src: Path, out_path: Path, per_channel: bool,

@@ -270,3 +270,49 @@ def test_reduce_range_and_types_are_knobs_in_the_id_only_when_set(mobilenet, tmp
     dyn = _record(tmp_path / "c", [str(mobilenet / "mn.onnx"), "--precision", "int8-dynamic",
                                    "--weight-type", "int8"], tmp_path)
     assert dyn["config"]["weight_type"] == "int8"
+
+
+# -- pre-processing: symbolic shape inference only where onnx's own leaves a shape unknown ------
+
+def test_symbolic_shape_inference_is_skipped_only_when_it_adds_nothing_quantization_reads(
+        tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgeprof.passes.quantize import _ort_tools_without_torch, pre_process, shapes_complete
+
+    assert shapes_complete(D["onnx"])
+    # NonZero's output has a dimension onnx cannot know: symbolic inference is kept
+    g = helper.make_graph([helper.make_node("NonZero", ["x"], ["nz"])], "nz",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                          [helper.make_tensor_value_info("nz", TensorProto.INT64, None)])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
+              str(tmp_path / "nz.onnx"))
+    assert not shapes_complete(tmp_path / "nz.onnx")
+    tmp_path.joinpath("broken.onnx").write_bytes(b"not a model")
+    assert not shapes_complete(tmp_path / "broken.onnx")
+
+    # on the demo CNN, the graph quantized from either pre-processing is the same graph
+    _ort_tools_without_torch()
+    pre_process(D["onnx"], tmp_path / "fast.onnx")
+    quant_pre_process(str(D["onnx"]), str(tmp_path / "symbolic.onnx"), skip_symbolic_shape=False)
+    x = np.load(D["calib"])["x"][:64].astype(np.float32).transpose(0, 3, 1, 2) / 255
+
+    class Reader:
+        def __init__(self):
+            self.it = iter([{"input": x[i:i + 16]} for i in range(0, 64, 16)])
+
+        def get_next(self):
+            return next(self.it, None)
+    graphs = []
+    for name in ("fast", "symbolic"):
+        out = tmp_path / f"{name}_q.onnx"
+        quantize_static(str(tmp_path / f"{name}.onnx"), str(out), Reader(),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        calibrate_method=CalibrationMethod.MinMax)
+        graph = onnx.load(str(out)).graph
+        del graph.value_info[:]
+        graphs.append(graph.SerializeToString())
+    assert graphs[0] == graphs[1]
