@@ -4,6 +4,7 @@ untimed run). Target: at most 1.25x. The sweep is the demo sweep's quick form (1
 accuracy on 500 images, 2 corruptions x 3 severities on 200, Square Attack on 50)."""
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -86,14 +87,17 @@ def main() -> None:
         n_procs = sum(len(r.get("processes") or [1]) for r in records if r["kind"] == "latency")
         per_proc_s = _fresh_process_s(result["variants"][0].path)
     floor = latency_s + inference_s + cold_s
-    procs_s = n_procs * per_proc_s
+    # the profiler starts them two at a time (benchmarks count what can run side by side)
+    at_once = min(2, os.cpu_count() or 1)
+    procs_s = n_procs * per_proc_s / at_once
     print(f"warm sweep wall time: {wall:.1f} s for {len(result['variants'])} variants")
     print(f"floor: {floor:.1f} s = latency samples and warm-up {latency_s:.1f} s + pure inference "
           f"of the evaluations {inference_s:.1f} s + cold-start processes {cold_s:.1f} s")
     print(f"ratio wall / floor: {wall / floor:.2f}x (target <= 1.25x)")
-    print(f"fresh latency processes: {n_procs} x {per_proc_s * 1e3:.0f} ms (start, import, load; "
-          f"one after another) = {procs_s:.1f} s; floor with them {floor + procs_s:.1f} s, "
-          f"ratio {wall / (floor + procs_s):.2f}x")
+    print(f"fresh latency processes (exec, never fork, by decision): {n_procs} x "
+          f"{per_proc_s * 1e3:.0f} ms (start, runtime import, load), {at_once} at a time = "
+          f"{procs_s:.1f} s; floor with them {floor + procs_s:.1f} s, ratio "
+          f"{wall / (floor + procs_s):.2f}x")
 
 
 if __name__ == "__main__":
