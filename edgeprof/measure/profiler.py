@@ -382,7 +382,7 @@ class Profiler:
         """Start a latency process now and time it as a cold start: spawn, interpreter and
         numpy, the runtime's import, the session, one batch of data and the first inference,
         ``total_s`` from spawn to the first result as the host sees it."""
-        start = getattr(self.target, "start_fresh_worker", self.target.start_worker)
+        start = getattr(self.target, "start_cold_worker", self.target.start_worker)
         t0 = time.perf_counter()
         p.worker = start(self._proc_label(r, p))
         p.load = p.worker.request("load", **self._load_args(r))

@@ -105,13 +105,13 @@ class Prestart:
             self.taken += 1
             return w
 
-    def start_fresh_worker(self, label: str) -> WorkerClient:
+    def start_cold_worker(self, label: str) -> WorkerClient:
         """A worker started now, never one started ahead (its start-up is timed as a cold
         start); ends the starting ahead first, so nothing else starts while it does."""
         if not self._stop.is_set():
             self._stop.set()
             self._thread.join()
-        return self.target.start_worker(label)
+        return getattr(self.target, "start_cold_worker", self.target.start_worker)(label)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.target, name)

@@ -1,6 +1,8 @@
 """Cold start is measured in fresh processes, apart from warm latency."""
 from __future__ import annotations
 
+import os
+
 from click.testing import CliRunner
 
 from edgeprof.cli import cli
@@ -110,3 +112,23 @@ def test_memory_counts_from_before_the_runtime_import_even_when_imported_ahead(t
         load = w.request("load", path=str(m))
     assert ahead > load["runtime_import_s"] >= 0     # imported once, ahead
     assert load["rss_before_runtime_bytes"] < load["rss_before_load_bytes"]
+
+
+def test_latency_workers_start_no_blas_threads_but_cold_starts_run_as_a_user_would(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+
+    def environ(w) -> dict:
+        raw = open(f"/proc/{w.transport.pid}/environ", "rb").read().split(b"\0")
+        return dict(x.decode().split("=", 1) for x in raw if b"=" in x)
+
+    def threads(w) -> int:
+        return len(os.listdir(f"/proc/{w.transport.pid}/task"))
+    t = LocalTarget()
+    with t.start_worker("latency") as quiet, t.start_cold_worker("cold") as cold:
+        assert environ(quiet)["OPENBLAS_NUM_THREADS"] == "1"
+        assert "OPENBLAS_NUM_THREADS" not in environ(cold)
+        if (os.cpu_count() or 1) > 1:   # numpy's BLAS pool: one thread per core
+            assert threads(quiet) < threads(cold)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")   # what the user set is kept
+    with t.start_worker("latency") as w:
+        assert environ(w)["OPENBLAS_NUM_THREADS"] == "2"
