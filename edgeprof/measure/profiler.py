@@ -26,6 +26,14 @@ MIN_ROUNDS = 5
 GROWTH = 0.25  # each pass adds this share of what a configuration has measured
 
 
+def cold_in_worker(cold_starts: int, processes: int) -> int:
+    """How many of a configuration's latency processes are also its cold starts, on a target
+    whose workers are local processes (``cold_start_in_worker``): a process started fresh at its
+    configuration's turn, nothing else running, times exactly what a cold start times, from
+    spawn to its first result, and then goes on measuring. Separate processes time the rest."""
+    return min(cold_starts, max(1, processes))
+
+
 class Target(Protocol):
     name: str
 
@@ -151,11 +159,12 @@ class Profiler:
     def run(self, models: list[ModelRef]) -> tuple[list[dict[str, Any]], list[str]]:
         """Measure every configuration not already in the store. Returns (records, skipped)."""
         runs, skipped = [], []
+        n_cold = self._cold_in_worker()
         for m in models:
             batches = self.batches_for(m)  # reads the model file once, not per thread count
             for t in self.s.threads:
                 for b in batches:
-                    r = _Run(m, t, b, procs=[_Proc(i, cold=i < self._cold_in_worker())
+                    r = _Run(m, t, b, procs=[_Proc(i, cold=i < n_cold)
                                              for i in range(max(1, self.s.processes))])
                     (skipped.append(r.label) if self.store.has(self.key(m, t, b)) else runs.append(r))
         records: list[dict[str, Any]] = []
@@ -213,13 +222,9 @@ class Profiler:
                     inputs=self._inputs(), spec=worker_spec(spec, raw_dtype))
 
     def _cold_in_worker(self) -> int:
-        """How many of a configuration's latency processes are its cold starts too: on a target
-        whose workers are local processes, a process started fresh at its configuration's turn
-        (nothing else running) times exactly what a cold start times, from spawn to its first
-        result, and then goes on measuring; separate cold-start processes time the rest."""
         if not getattr(self.target, "cold_start_in_worker", False):
             return 0
-        return min(self.s.cold_starts, max(1, self.s.processes))
+        return cold_in_worker(self.s.cold_starts, self.s.processes)
 
     def _spawn(self, runs: list[_Run]) -> None:
         """Start the worker processes two at a time (interpreter and numpy start-up, nothing

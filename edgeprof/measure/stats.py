@@ -147,6 +147,19 @@ def _bootstrap_quantiles(groups: Sequence[np.ndarray], q: float, n_boot: int, se
     return values[hi - 1]
 
 
+def _per_process(gs: Sequence[np.ndarray], q: float,
+                 confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each process's q-th percentile and the standard error of each (from its exact bootstrap
+    CI read as a normal interval): what the spread between processes is split by, into their
+    own noise and what lies between them."""
+    from scipy import special
+
+    z = float(special.ndtri(1.0 - (1.0 - confidence) / 2.0))
+    own = [bootstrap_quantile_ci(g, q, confidence) for g in gs]
+    return (np.array([np.percentile(g, q) for g in gs]),
+            np.array([(h - l) / (2 * z) for l, h in own]))
+
+
 def two_level_quantile_ci(groups: Sequence[Sequence[float]], q: float = 50,
                           confidence: float = 0.95, n_boot: int = N_BOOT,
                           seed: int = 0) -> tuple[float, float]:
@@ -169,13 +182,11 @@ def two_level_quantile_ci(groups: Sequence[Sequence[float]], q: float = 50,
     # a method-of-moments split) is therefore scaled up as a Student t with k-1 degrees of
     # freedom would; identical processes (no between share) keep the bootstrap interval.
     k = len(gs)
-    z = float(special.ndtri(1.0 - alpha))
-    own = [bootstrap_quantile_ci(g, q, confidence) for g in gs]
-    qs = np.array([np.percentile(g, q) for g in gs])
-    v_own = np.mean([((h - l) / (2 * z)) ** 2 for l, h in own])
-    v_between = max(0.0, float(qs.var(ddof=1)) - float(v_own)) / k
+    qs, se = _per_process(gs, q, confidence)
+    v_between = max(0.0, float(qs.var(ddof=1)) - float(np.mean(se ** 2))) / k
     v_boot = float(reps.var())
     if v_between > 0 and v_boot > 0:
+        z = float(special.ndtri(1.0 - alpha))
         t = float(special.stdtrit(k - 1, 1.0 - alpha))
         widened = v_boot + v_between * ((t / z) ** 2 - (k - 1) / k)
         f = float(np.sqrt(max(1.0, widened / v_boot)))
@@ -246,25 +257,17 @@ class StopRule:
         (several seconds at 100 us). A stop it calls too early is still recorded as reached."""
         from scipy import special
 
-        alpha = (1.0 - self.confidence) / 2.0
-        z = float(special.ndtri(1.0 - alpha))
-        meds, own_hw = [], []
-        for g in gs:
-            med = float(np.median(g))
-            lo, hi = bootstrap_quantile_ci(g, 50, self.confidence)
-            if med <= 0:
-                return False
-            meds.append(med)
-            own_hw.append((hi - lo) / 2)
-        if all(h / m <= PROCESS_BOUND_FRACTION * self.rel_ci for h, m in zip(own_hw, meds)):
+        if any(float(np.median(g)) <= 0 for g in gs):
+            return False
+        meds, se = _per_process(gs, 50, self.confidence)
+        z = float(special.ndtri(1.0 - (1.0 - self.confidence) / 2.0))
+        if np.all(z * se / meds <= PROCESS_BOUND_FRACTION * self.rel_ci):
             return True
-        k = len(meds)
-        v_own = float(np.mean([(h / z) ** 2 for h in own_hw]))
-        v_q = float(np.var(meds, ddof=1))
+        v_own, v_q = float(np.mean(se ** 2)), float(np.var(meds, ddof=1))
         if v_q < BETWEEN_OVER_OWN * v_own:
             return False
-        t = float(special.stdtrit(k - 1, 1.0 - alpha))
-        floor = t * np.sqrt((v_q - v_own) / k)
+        t = float(special.stdtrit(len(meds) - 1, 1.0 - (1.0 - self.confidence) / 2.0))
+        floor = t * np.sqrt((v_q - v_own) / len(meds))
         return bool(floor > self.rel_ci * float(np.median(np.concatenate(gs))))
 
     def to_record(self, state: StopState) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from ..data import Dataset, check_disjoint, load_npz
 from ..errors import EdgeprofError
 from ..measure.accuracy import metric_key, metric_record, outputs_on
-from ..measure.profiler import Profiler, Settings
+from ..measure.profiler import Profiler, Settings, cold_in_worker
 from ..results import RecordKey, ResultStore, new_record, read_records
 from ..targets import get_target
 from ..targets.worker import one_line
@@ -29,35 +29,22 @@ PHASES = {"build": (0.0, 0.25), "latency": (0.25, 0.6), "accuracy": (0.6, 0.7),
           "robustness": (0.7, 0.97), "decide": (0.97, 1.0)}
 
 
-def _import_plotting_in_background() -> None:
-    """matplotlib takes ~0.8 s to import; the report needs it at the end. Imported on a thread
-    while the untimed phases wait on their workers, never while latency is measured."""
-    import threading
-
-    from ..report.charts import _plt
-
-    def load() -> None:
+def _import_in_background(load: Callable[[], Any], name: str) -> threading.Thread:
+    """Run an import on a thread while untimed work goes on (never while latency is measured);
+    a failure stays silent here: the code that needs the module imports it again and says what
+    is wrong, in one line."""
+    def run() -> None:
         try:
-            _plt()
-        except Exception:  # the report imports it again and says what is wrong, in one line
+            load()
+        except Exception:
             pass
-    threading.Thread(target=load, name="edgeprof-import-matplotlib").start()
-
-
-def _import_statistics_in_background() -> Any:
-    """scipy.special (~0.25 s to import) serves the stop rule's first check in the latency
-    phase; imported on a thread while the variants build, and joined before latency is measured
-    (so nothing imports while a sample is timed). Returns the thread."""
-    import threading
-
-    def load() -> None:
-        try:
-            from scipy import special  # noqa: F401
-        except Exception:  # the stop rule imports it again and says what is wrong
-            pass
-    t = threading.Thread(target=load, name="edgeprof-import-scipy", daemon=True)
+    t = threading.Thread(target=run, name=f"edgeprof-import-{name}", daemon=True)
     t.start()
     return t
+
+
+def _import_scipy_special() -> None:
+    from scipy import special  # noqa: F401
 
 
 class SweepRunner:
@@ -429,9 +416,9 @@ class SweepRunner:
             return
         configs = sum(len(mp.recipes) for mp in p.model_plans()) * len(p.threads) * \
             len(p.batches or [None])
-        # a configuration's first processes start at its turn when they are its cold starts
+        # a configuration's cold-start processes start at its turn, never ahead
         count = min(self.PRESTART_MAX,
-                    configs * (max(1, p.processes) - min(p.cold_starts, max(1, p.processes))))
+                    configs * (max(1, p.processes) - cold_in_worker(p.cold_starts, p.processes)))
         if count <= 0:
             return
         try:
@@ -452,7 +439,10 @@ class SweepRunner:
         groups = []  # (model plan, root, variants, evaluation)
         variants: list[Variant] = []
         self._prestart()
-        early = _import_statistics_in_background() if self.plan.latency else None
+        # scipy.special (~0.25 s) serves the stop rule's first check: imported while the
+        # variants build, joined before latency is measured
+        early = (_import_in_background(_import_scipy_special, "scipy")
+                 if self.plan.latency else None)
         try:
             with scratch_dir() as tmp:
                 scratch = Path(tmp)
@@ -489,7 +479,8 @@ class SweepRunner:
                             if vs:
                                 self.sustained(vs, ev)
                         self.store.check()
-                _import_plotting_in_background()  # nothing is timed from here on
+                from ..report.charts import _plt  # matplotlib (~0.8 s), for the report
+                _import_in_background(_plt, "matplotlib")  # nothing is timed from here on
                 for mp, _root, vs, ev in groups:
                     self.plan = mp
                     if mp.accuracy and ev is not None and vs:

@@ -89,9 +89,7 @@ class Prestart:
         for the one under way): from here on the phase spawns what it still needs itself, and
         nothing starts behind its back once it measures."""
         import queue
-        if not self._stop.is_set():
-            self._stop.set()
-            self._thread.join()
+        self._stop_ahead()
         while True:
             try:
                 w = self._ready.get_nowait()
@@ -108,10 +106,13 @@ class Prestart:
     def start_cold_worker(self, label: str) -> WorkerClient:
         """A worker started now, never one started ahead (its start-up is timed as a cold
         start); ends the starting ahead first, so nothing else starts while it does."""
-        if not self._stop.is_set():
-            self._stop.set()
-            self._thread.join()
+        self._stop_ahead()
         return getattr(self.target, "start_cold_worker", self.target.start_worker)(label)
+
+    def _stop_ahead(self) -> None:
+        """No more starting ahead (waits for the start under way)."""
+        self._stop.set()
+        self._thread.join()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.target, name)
@@ -119,8 +120,7 @@ class Prestart:
     def close(self) -> None:
         """Stop starting more; end the workers nobody took (the target itself stays open)."""
         import queue
-        self._stop.set()
-        self._thread.join()
+        self._stop_ahead()
         while True:
             try:
                 self._ready.get_nowait().close()
