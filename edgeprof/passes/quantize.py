@@ -76,10 +76,10 @@ def _ort_tools_without_torch() -> None:
 
 def shapes_complete(src: Path) -> bool:
     """Whether onnx's own shape inference gives every tensor a node computes a type and a
-    shape of known rank whose every dimension is a number or a name the model gave. Symbolic shape inference
-    then has nothing to add that quantization reads (the quantized graphs come out identical
-    apart from ``value_info``; tests/passes check it), and skipping it spares importing sympy
-    (~0.8 s). Graphs with subgraphs (If, Loop, Scan) always get it."""
+    shape of known rank whose every dimension is a number or a name the model gave. Symbolic
+    shape inference then has nothing to add that quantization reads (the quantized graphs come
+    out identical apart from ``value_info``; tests/passes check it), and skipping it spares
+    importing sympy (~0.8 s). Graphs with subgraphs (If, Loop, Scan) always get it."""
     import onnx
     try:
         model = onnx.load(str(src), load_external_data=False)
